@@ -1,0 +1,100 @@
+// kernels/cpu/ops.h — the CPU reference backend's operations.
+//
+// Thread safety: every function is safe to call concurrently on disjoint outputs. Functions
+// taking a ThreadPool use it for the duration of the call (the pool itself is single-caller).
+//
+// Layouts: activations are row-major float32, one row per token. Weights are ggml-layout
+// matrices: `rows` output features, each row `cols` input elements quantized in blocks.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <span>
+
+#include "kernels/cpu/thread_pool.h"
+#include "kernels/dtype.h"
+
+namespace kvtier::kernels {
+
+// A weight matrix as stored in the model file (borrowed; the file mapping outlives it).
+struct WeightView {
+  DType type = DType::kF32;
+  const void* data = nullptr;
+  int64_t rows = 0;       // output features
+  int64_t cols = 0;       // input features (multiple of the type's block size)
+  size_t row_bytes = 0;   // RowBytes(type, cols)
+};
+
+// y[t][r] = sum_c W[r][c] * x[t][c]  for t in [0, n_tokens), r in [0, rows).
+// x: [n_tokens][cols], y: [n_tokens][rows]. Works on the quantized data directly (activations
+// are quantized to 8 bits per block for the integer kernels, as llama.cpp does). Uses AVX-512
+// or AVX2/FMA when the CPU has them (chosen at run time), scalar code otherwise.
+void MatMul(const WeightView& w, const float* x, int64_t n_tokens, float* y, ThreadPool& pool);
+
+// Copies row `row` of `w` dequantized into `out` (cols floats): the embedding lookup.
+void GetRow(const WeightView& w, int64_t row, float* out);
+
+// out[t] = x[t] / sqrt(mean(x[t]^2) + eps) * weight   (x, out: [n_tokens][dim]; may alias).
+void RmsNorm(const float* x, const float* weight, int64_t n_tokens, int64_t dim, float eps,
+             float* out);
+
+// Rotary embedding in place, "normal" (adjacent-pair) mode as llama-architecture GGUFs need:
+// for each token t, head h, and i in [0, head_dim/2): the pair (x[2i], x[2i+1]) is rotated by
+// angle positions[t] * freq_scale * freq_base^(-2i/head_dim).
+// x: [n_tokens][n_heads][head_dim].
+void RopeInPlace(float* x, int64_t n_tokens, int n_heads, int head_dim, const int32_t* positions,
+                 float freq_base, float freq_scale);
+
+// out[i] = silu(gate[i]) * up[i]; may alias gate.
+void SwiGlu(const float* gate, const float* up, int64_t n, float* out);
+
+// y[i] += x[i]
+void AddInPlace(float* y, const float* x, int64_t n);
+
+// Numerically stable softmax in place.
+void SoftmaxInPlace(float* x, int64_t n);
+
+// ---- Paged KV -----------------------------------------------------------------------------
+//
+// KV lives in fixed-size pages of a pool. One page holds `page_tokens` tokens of one layer for
+// all KV heads: first the keys, then the values, each laid out [kv_head][token][head_dim] in
+// IEEE f16. Keys are stored after RoPE. Page p starts at base + p * PageBytes().
+struct KvPool {
+  uint16_t* base = nullptr;
+  int page_tokens = 16;
+  int n_kv_heads = 0;
+  int head_dim = 0;
+
+  size_t HalfElems() const {  // elements of K (or of V) in one page
+    return static_cast<size_t>(page_tokens) * n_kv_heads * head_dim;
+  }
+  size_t PageBytes() const { return 2 * HalfElems() * sizeof(uint16_t); }
+  uint16_t* K(int32_t page) const { return base + static_cast<size_t>(page) * 2 * HalfElems(); }
+  uint16_t* V(int32_t page) const { return K(page) + HalfElems(); }
+};
+
+// One page of a sequence as attention sees it: tokens [0, n_tokens) of `page` hold positions
+// first_pos .. first_pos + n_tokens - 1.
+struct PageRef {
+  int32_t page = 0;
+  int32_t first_pos = 0;
+  int32_t n_tokens = 0;
+};
+
+// Stores k, v ([n_tokens][n_kv_heads*head_dim], f32) as f16 into the pool: token t goes to page
+// slots[t].page at slot index slots[t].first_pos (slots[t].n_tokens is ignored).
+void WriteKv(const KvPool& pool, std::span<const PageRef> slots, const float* k, const float* v,
+             int64_t n_tokens);
+
+// Causal attention over pages. q: [n_tokens][n_heads][head_dim]; query t attends to every key
+// in `pages` whose position is <= q_pos[t]. Query head h uses KV head h / (n_heads/n_kv_heads).
+// out: [n_tokens][n_heads][head_dim]. scale is usually 1/sqrt(head_dim). `pages` are in
+// position order and the same for every head (sparse per-head page lists come later).
+void PagedAttention(const KvPool& pool, std::span<const PageRef> pages, const float* q,
+                    const int32_t* q_pos, int64_t n_tokens, int n_heads, float scale, float* out,
+                    ThreadPool& threads);
+
+// Which SIMD level the kernels run with on this CPU: "avx512", "avx2" or "scalar".
+const char* CpuKernelLevel();
+
+}  // namespace kvtier::kernels
