@@ -116,4 +116,17 @@ uint32_t GgmlFromDType(kernels::DType dtype);
 // Name of a ggml type id ("q4_1", "q5_k", ... or "type 99").
 std::string GgmlTypeName(uint32_t ggml_type);
 
+// Block geometry of a ggml type id as GGUF files store it.
+struct GgmlTypeTraits {
+  std::string_view name;  // "q4_1"
+  uint32_t block_elems;   // elements per block (1 for plain scalars)
+  uint32_t block_bytes;   // bytes per block
+};
+// Traits of every type id some ggml release writes into files (supported or not); nullptr for
+// ids that were never assigned or were removed from the format (4, 5, 31-33, 36-38, >= 40).
+const GgmlTypeTraits* GetGgmlTypeTraits(uint32_t ggml_type);
+
+// "uint8", "string", "array", ... or "type 13" for ids outside the format.
+std::string GgufTypeName(GgufType type);
+
 }  // namespace kvtier::model
