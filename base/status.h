@@ -110,10 +110,11 @@ const Status& AsStatus(const Result<T>& r) {
 #define KVTIER_CONCAT(a, b) KVTIER_CONCAT_INNER(a, b)
 
 // Returns the Status of `expr` (a Status or Result) from the enclosing function if not OK.
-#define RETURN_IF_ERROR(expr)                                                      \
-  do {                                                                             \
-    const auto& kvtier_status_ = ::kvtier::internal::AsStatus(expr);              \
-    if (!kvtier_status_.ok()) return kvtier_status_;                               \
+#define RETURN_IF_ERROR(expr)                                            \
+  do {                                                                   \
+    auto&& kvtier_value_ = (expr); /* a temporary lives to the block end */ \
+    if (!::kvtier::internal::AsStatus(kvtier_value_).ok())               \
+      return ::kvtier::internal::AsStatus(kvtier_value_);                \
   } while (0)
 
 // ASSIGN_OR_RETURN(auto x, MakeX()); declares/assigns x or returns the error.

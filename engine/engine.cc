@@ -1,0 +1,209 @@
+#include "engine/engine.h"
+
+#include <algorithm>
+#include <chrono>
+#include <random>
+
+namespace kvtier::engine {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+double MsSince(Clock::time_point t0) {
+  return std::chrono::duration<double, std::milli>(Clock::now() - t0).count();
+}
+
+// Length of the longest prefix of s that is whole UTF-8 characters (an incomplete trailing
+// sequence is held back; invalid bytes are passed through rather than held forever).
+size_t CompleteUtf8Prefix(std::string_view s) {
+  size_t i = s.size();
+  // Look back at most 3 bytes for the start of a multi-byte sequence.
+  for (size_t back = 1; back <= 3 && back <= s.size(); ++back) {
+    const unsigned char c = static_cast<unsigned char>(s[s.size() - back]);
+    if ((c & 0xC0) == 0x80) continue;  // continuation byte
+    size_t need = 1;
+    if ((c & 0xE0) == 0xC0) need = 2;
+    else if ((c & 0xF0) == 0xE0) need = 3;
+    else if ((c & 0xF8) == 0xF0) need = 4;
+    if (need > back) i = s.size() - back;
+    break;
+  }
+  return i;
+}
+
+}  // namespace
+
+Engine::~Engine() = default;
+
+Result<std::unique_ptr<Engine>> Engine::Create(const EngineOptions& options) {
+  std::unique_ptr<Engine> e(new Engine());
+  e->options_ = options;
+  ASSIGN_OR_RETURN(e->model_, model::Model::Load(options.model_path));
+  const model::ModelConfig& c = e->model_->config();
+  if (e->options_.context_tokens <= 0) e->options_.context_tokens = c.context_length;
+  e->threads_ = std::make_unique<kernels::ThreadPool>(
+      kernels::ThreadPool::DefaultThreads(options.threads));
+  cache::PageShape shape{16, c.n_kv_heads, c.head_dim};
+  uint64_t capacity = options.kv_capacity_bytes;
+  if (capacity == 0) {
+    const uint64_t pages_per_layer = (e->options_.context_tokens + 15) / 16 + 1;
+    capacity = pages_per_layer * c.n_layers * 2ull * 16 * c.n_kv_heads * c.head_dim * 2;
+  }
+  ASSIGN_OR_RETURN(e->pages_, cache::PagePool::Create(shape, capacity));
+  e->forward_ = std::make_unique<model::ForwardPass>(*e->model_, *e->threads_,
+                                                     std::max(1, options.batch_tokens));
+  return e;
+}
+
+Result<std::vector<int32_t>> Engine::PromptTokens(const GenerateRequest& request) const {
+  const model::Tokenizer& tok = model_->tokenizer();
+  std::string text;
+  if (!request.messages.empty()) {
+    ASSIGN_OR_RETURN(text, tok.ApplyChatTemplate(request.messages, true));
+  } else if (request.raw) {
+    text = request.prompt;
+  } else {
+    ASSIGN_OR_RETURN(text, tok.ApplyChatTemplate({{"user", request.prompt}}, true));
+  }
+  std::vector<int32_t> ids = tok.Encode(text, /*parse_special=*/true, /*add_bos=*/true);
+  if (ids.empty()) return InvalidArgumentError("the prompt is empty");
+  return ids;
+}
+
+Result<GenerateResult> Engine::Generate(const GenerateRequest& request,
+                                        const TokenCallback& on_token) {
+  const Clock::time_point start = Clock::now();
+  if (request.max_tokens < 0) return InvalidArgumentError("max_tokens must be >= 0");
+  ASSIGN_OR_RETURN(std::vector<int32_t> prompt, PromptTokens(request));
+  const int64_t limit = options_.context_tokens;
+  if (static_cast<int64_t>(prompt.size()) + std::max(1, request.max_tokens) > limit) {
+    return ResourceExhaustedError("context_overflow: prompt of " + std::to_string(prompt.size()) +
+                                  " tokens + max_tokens " + std::to_string(request.max_tokens) +
+                                  " exceeds the context of " + std::to_string(limit) + " tokens");
+  }
+
+  GenerateResult result;
+  result.usage.prompt_tokens = static_cast<int64_t>(prompt.size());
+  SamplingParams sp = request.sampling;
+  if (!request.seed_given) sp.seed = std::random_device{}() ^ (uint64_t{std::random_device{}()} << 32);
+  result.seed = sp.seed;
+  Sampler sampler(sp);
+  const model::Tokenizer& tok = model_->tokenizer();
+  const int vocab = model_->config().vocab_size;
+
+  std::lock_guard<std::mutex> lock(compute_mu_);
+  cache::SequenceKv seq(*pages_, model_->config().n_layers);
+  RETURN_IF_ERROR(seq.Reserve(static_cast<int64_t>(prompt.size())));
+  model::KvView kv{pages_->view(), seq.page_tables()};
+  std::vector<float> logits;
+  const Clock::time_point prefill_start = Clock::now();
+  RETURN_IF_ERROR(forward_->Run(prompt, 0, kv, model::LogitsMode::kLast, &logits));
+  result.timing.prefill_ms = MsSince(prefill_start);
+
+  std::string pending;  // decoded bytes not yet emitted (incomplete UTF-8 or a possible stop)
+  size_t max_stop = 0;
+  for (const auto& s : request.stop) max_stop = std::max(max_stop, s.size());
+  int32_t n_past = static_cast<int32_t>(prompt.size());
+  result.finish_reason = "length";
+  Clock::time_point decode_start = Clock::now();
+  for (int step = 0; step < request.max_tokens; ++step) {
+    const int32_t token = sampler.Sample(std::span<const float>(logits.data(), vocab));
+    if (step == 0) {
+      result.timing.ttft_ms = MsSince(start);
+      decode_start = Clock::now();
+    }
+    if (tok.IsEndOfGeneration(token)) {
+      result.finish_reason = "stop";
+      break;
+    }
+    result.tokens.push_back(token);
+    pending += tok.TokenPiece(token);
+    // Stop strings: cut at the first occurrence.
+    bool stopped = false;
+    for (const auto& s : request.stop) {
+      if (s.empty()) continue;
+      const size_t at = pending.find(s);
+      if (at != std::string::npos) {
+        pending.resize(at);
+        stopped = true;
+      }
+    }
+    size_t emit = CompleteUtf8Prefix(pending);
+    if (!stopped && max_stop > 1) {
+      // Hold back a tail that could still become a stop string.
+      emit = std::min(emit, pending.size() >= max_stop - 1 ? pending.size() - (max_stop - 1) : 0);
+      emit = CompleteUtf8Prefix(std::string_view(pending).substr(0, emit));
+    }
+    if (stopped) emit = pending.size();
+    const std::string out = pending.substr(0, emit);
+    pending.erase(0, emit);
+    result.text += out;
+    if (on_token && !on_token(token, out)) {
+      result.finish_reason = "cancelled";
+      break;
+    }
+    if (stopped) {
+      result.finish_reason = "stop";
+      break;
+    }
+    if (step + 1 == request.max_tokens) break;
+    // Feed the token back.
+    RETURN_IF_ERROR(seq.Reserve(n_past + 1));
+    kv.page_tables = seq.page_tables();
+    const int32_t one[1] = {token};
+    RETURN_IF_ERROR(forward_->Run(one, n_past, kv, model::LogitsMode::kLast, &logits));
+    ++n_past;
+  }
+  if (result.finish_reason != "cancelled" && !pending.empty()) {
+    result.text += pending;
+    if (on_token) on_token(-1, pending);
+  }
+  result.usage.completion_tokens = static_cast<int64_t>(result.tokens.size());
+  if (result.timing.ttft_ms == 0) result.timing.ttft_ms = MsSince(start);
+  result.timing.decode_ms = MsSince(decode_start);
+  if (result.usage.completion_tokens > 1 && result.timing.decode_ms > 0) {
+    result.timing.decode_tokens_per_s =
+        (result.usage.completion_tokens - 1) * 1000.0 / result.timing.decode_ms;
+  }
+  return result;
+}
+
+Result<std::vector<float>> Engine::AllLogits(const std::vector<int32_t>& tokens) {
+  if (tokens.empty()) return InvalidArgumentError("no tokens");
+  std::lock_guard<std::mutex> lock(compute_mu_);
+  cache::SequenceKv seq(*pages_, model_->config().n_layers);
+  RETURN_IF_ERROR(seq.Reserve(static_cast<int64_t>(tokens.size())));
+  model::KvView kv{pages_->view(), seq.page_tables()};
+  std::vector<float> logits;
+  RETURN_IF_ERROR(forward_->Run(tokens, 0, kv, model::LogitsMode::kAll, &logits));
+  return logits;
+}
+
+Result<Engine::SpeedResult> Engine::MeasureSpeed(const std::vector<int32_t>& prompt, int n_gen) {
+  if (prompt.empty()) return InvalidArgumentError("no tokens");
+  std::lock_guard<std::mutex> lock(compute_mu_);
+  cache::SequenceKv seq(*pages_, model_->config().n_layers);
+  RETURN_IF_ERROR(seq.Reserve(static_cast<int64_t>(prompt.size()) + n_gen));
+  model::KvView kv{pages_->view(), seq.page_tables()};
+  std::vector<float> logits;
+  SpeedResult r;
+  Clock::time_point t0 = Clock::now();
+  RETURN_IF_ERROR(forward_->Run(prompt, 0, kv, model::LogitsMode::kLast, &logits));
+  r.prefill_ms = MsSince(t0);
+  r.prompt_tokens = static_cast<int64_t>(prompt.size());
+  const model::ForwardPass::Profile mid = forward_->profile();
+  int32_t n_past = static_cast<int32_t>(prompt.size());
+  t0 = Clock::now();
+  for (int i = 0; i < n_gen; ++i) {
+    const int32_t one[1] = {Sampler::Argmax(logits)};
+    RETURN_IF_ERROR(forward_->Run(one, n_past++, kv, model::LogitsMode::kLast, &logits));
+  }
+  r.decode_ms = MsSince(t0);
+  r.decode_tokens = n_gen;
+  const model::ForwardPass::Profile& end = forward_->profile();
+  r.profile.matmul_ms = end.matmul_ms - mid.matmul_ms;
+  r.profile.attention_ms = end.attention_ms - mid.attention_ms;
+  r.profile.other_ms = end.other_ms - mid.other_ms;
+  return r;
+}
+
+}  // namespace kvtier::engine

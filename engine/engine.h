@@ -1,0 +1,105 @@
+// engine/engine.h — runs requests against one loaded model: prompt building, prefill into paged
+// KV, the decode loop, sampling, stop conditions, per-request statistics.
+//
+// Thread safety: all public methods are safe to call from any thread; Generate() calls are
+// serialised internally (one compute thread pool), later issues add a scheduler.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "base/status.h"
+#include "cache/page_pool.h"
+#include "engine/sampler.h"
+#include "kernels/cpu/thread_pool.h"
+#include "model/model.h"
+
+namespace kvtier::engine {
+
+struct EngineOptions {
+  std::string model_path;
+  int threads = 0;              // <= 0: one per hardware thread
+  int context_tokens = 0;       // longest sequence (prompt + output); 0: the model's trained context
+  uint64_t kv_capacity_bytes = 0;  // device-tier KV pool; 0: enough for one context_tokens sequence
+  int batch_tokens = 512;       // prompt tokens per forward batch
+};
+
+struct GenerateRequest {
+  std::string prompt;                        // used when messages is empty
+  std::vector<model::ChatMessage> messages;  // chat form (template applied)
+  bool raw = false;                          // prompt fed as is, without the chat template
+  int max_tokens = 256;
+  SamplingParams sampling;
+  bool seed_given = false;                   // else a random seed is drawn (and reported)
+  std::vector<std::string> stop;             // stop strings (not included in the output)
+};
+
+struct Usage {
+  int64_t prompt_tokens = 0;
+  int64_t cached_tokens = 0;
+  int64_t completion_tokens = 0;
+};
+
+struct Timing {
+  double ttft_ms = 0;
+  double prefill_ms = 0;
+  double decode_ms = 0;
+  double decode_tokens_per_s = 0;
+};
+
+struct GenerateResult {
+  std::string text;
+  std::string finish_reason;  // "stop", "length", "cancelled"
+  std::vector<int32_t> tokens;
+  Usage usage;
+  Timing timing;
+  uint64_t seed = 0;
+};
+
+// Called with each generated token and the text it completes (whole UTF-8 characters; may be
+// empty while a multi-byte character is incomplete). Return false to cancel.
+using TokenCallback = std::function<bool(int32_t token, std::string_view text)>;
+
+class Engine {
+ public:
+  static Result<std::unique_ptr<Engine>> Create(const EngineOptions& options);
+  ~Engine();
+
+  const model::Model& model() const { return *model_; }
+  const EngineOptions& options() const { return options_; }
+  int threads() const { return threads_->size(); }
+
+  // Builds the prompt's token ids as Generate would.
+  Result<std::vector<int32_t>> PromptTokens(const GenerateRequest& request) const;
+
+  Result<GenerateResult> Generate(const GenerateRequest& request, const TokenCallback& on_token);
+
+  // Logits for every position of `tokens` (for comparisons with a reference implementation).
+  Result<std::vector<float>> AllLogits(const std::vector<int32_t>& tokens);
+
+  // Timed prefill of n_prompt tokens followed by n_gen greedy decode steps (benchmarks).
+  struct SpeedResult {
+    double prefill_ms = 0, decode_ms = 0;
+    int64_t prompt_tokens = 0, decode_tokens = 0;
+    model::ForwardPass::Profile profile;
+  };
+  Result<SpeedResult> MeasureSpeed(const std::vector<int32_t>& prompt, int n_gen);
+
+ private:
+  Engine() = default;
+
+  EngineOptions options_;
+  std::unique_ptr<model::Model> model_;
+  std::unique_ptr<kernels::ThreadPool> threads_;
+  std::unique_ptr<cache::PagePool> pages_;
+  std::unique_ptr<model::ForwardPass> forward_;
+  std::mutex compute_mu_;  // guards threads_, pages_, forward_ (the compute resources)
+};
+
+}  // namespace kvtier::engine

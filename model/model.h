@@ -1,0 +1,120 @@
+// model/model.h — a llama-architecture model loaded from GGUF, and its forward pass over paged KV.
+//
+// Thread safety: a Model is immutable after Load() and may be shared by any number of threads.
+// A ForwardPass holds scratch buffers and a thread pool reference: one per compute thread.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "base/status.h"
+#include "kernels/cpu/ops.h"
+#include "kernels/cpu/thread_pool.h"
+#include "model/gguf.h"
+#include "model/tokenizer.h"
+
+namespace kvtier::model {
+
+struct ModelConfig {
+  std::string architecture;  // "llama"
+  std::string name;          // general.name, if present
+  int n_layers = 0;
+  int dim = 0;
+  int n_heads = 0;
+  int n_kv_heads = 0;
+  int head_dim = 0;
+  int ffn_dim = 0;
+  int vocab_size = 0;
+  int context_length = 0;  // trained context
+  float rope_freq_base = 10000.0f;
+  float rope_freq_scale = 1.0f;
+  float rms_eps = 1e-5f;
+  bool tied_embeddings = false;
+
+  int kv_dim() const { return n_kv_heads * head_dim; }
+};
+
+struct LayerWeights {
+  std::vector<float> attn_norm;
+  kernels::WeightView wq, wk, wv, wo;
+  std::vector<float> ffn_norm;
+  kernels::WeightView w_gate, w_up, w_down;
+};
+
+class Model {
+ public:
+  // Maps the file, validates architecture, shapes and tensor types, builds the tokenizer.
+  // Any problem -> one-line error naming it ("model: tensor 'blk.3.ffn_up.weight' ...").
+  static Result<std::unique_ptr<Model>> Load(const std::string& path);
+
+  const ModelConfig& config() const { return config_; }
+  const Tokenizer& tokenizer() const { return *tokenizer_; }
+  const GgufFile& file() const { return *file_; }
+  const LayerWeights& layer(int i) const { return layers_[i]; }
+  const kernels::WeightView& token_embd() const { return token_embd_; }
+  const kernels::WeightView& output() const { return output_; }
+  const std::vector<float>& output_norm() const { return output_norm_; }
+  // Hex SHA-256 over the file's tensor names, types, shapes and data sizes plus the
+  // architecture metadata: identifies the KV a model produces (DESIGN §4 extent keys).
+  const std::string& fingerprint() const { return fingerprint_; }
+  uint64_t weight_bytes() const { return weight_bytes_; }
+
+ private:
+  Model() = default;
+  Status Init();
+
+  std::unique_ptr<GgufFile> file_;
+  std::unique_ptr<Tokenizer> tokenizer_;
+  ModelConfig config_;
+  kernels::WeightView token_embd_;
+  kernels::WeightView output_;
+  std::vector<float> output_norm_;
+  std::vector<LayerWeights> layers_;
+  std::string fingerprint_;
+  uint64_t weight_bytes_ = 0;
+};
+
+// The KV of one sequence as the forward pass sees it: a page pool shared by all layers and, per
+// layer, the pages holding positions [0, 16), [16, 32), ... in order. The caller (engine/cache)
+// owns the pages and must have allocated them for every position the pass will write.
+struct KvView {
+  kernels::KvPool pool;
+  std::span<const std::vector<int32_t>> page_tables;  // [n_layers][logical page] -> page id
+};
+
+enum class LogitsMode { kNone, kLast, kAll };
+
+// Runs the transformer over new tokens of one sequence, writing their K/V into pages.
+class ForwardPass {
+ public:
+  ForwardPass(const Model& model, kernels::ThreadPool& threads, int max_batch_tokens = 512);
+
+  // Processes `tokens` at positions n_past .. n_past + size - 1, in batches of at most
+  // max_batch_tokens. logits receives [vocab] (kLast) or [size][vocab] (kAll) floats.
+  Status Run(std::span<const int32_t> tokens, int32_t n_past, const KvView& kv, LogitsMode mode,
+             std::vector<float>* logits);
+
+  // Time spent in each stage since construction (for the benchmark breakdown), in ms.
+  struct Profile {
+    double matmul_ms = 0, attention_ms = 0, other_ms = 0;
+  };
+  const Profile& profile() const { return profile_; }
+
+ private:
+  Status RunBatch(std::span<const int32_t> tokens, int32_t n_past, const KvView& kv,
+                  LogitsMode mode, float* logits_out);
+
+  const Model& model_;
+  kernels::ThreadPool& threads_;
+  const int max_batch_tokens_;
+  // Scratch, sized for max_batch_tokens_.
+  std::vector<float> x_, h_, q_, k_, v_, attn_, gate_, up_;
+  std::vector<int32_t> positions_;
+  std::vector<kernels::PageRef> slots_, pages_;
+  Profile profile_;
+};
+
+}  // namespace kvtier::model
