@@ -17,7 +17,7 @@ set(KVTIER_MODULE_DEPS_client "base;protocol;engine;model;cache;kernels;storage"
 # Checks every #include "x/..." of each module against KVTIER_MODULE_DEPS_<module>.
 function(kvtier_check_module_deps)
   foreach(module ${KVTIER_MODULES})
-    file(GLOB_RECURSE files CONFIGURE_DEPENDS
+    file(GLOB_RECURSE files
       ${KVTIER_ROOT}/${module}/*.h ${KVTIER_ROOT}/${module}/*.cc ${KVTIER_ROOT}/${module}/*.cu
       ${KVTIER_ROOT}/${module}/*.cuh)
     foreach(f ${files})

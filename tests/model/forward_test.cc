@@ -1,0 +1,412 @@
+// The forward pass of a tiny random-weight llama model (written with GgufWriter) against a naive
+// double-precision transformer written here from the architecture's definition.
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <cmath>
+#include <filesystem>
+#include <numeric>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "cache/page_pool.h"
+#include "kernels/dtype.h"
+#include "model/gguf_writer.h"
+#include "model/model.h"
+#include "tests/support/test_support.h"
+
+namespace kvtier::model {
+namespace {
+
+using kernels::DType;
+
+struct TinyShape {
+  int dim = 64, n_heads = 4, n_kv_heads = 2, ffn = 128, n_layers = 2;
+  float rope_base = 10000.0f, eps = 1e-5f;
+};
+
+// GPT-2's byte -> printable code point mapping, as UTF-8 strings: the 256 base tokens.
+std::vector<std::string> ByteTokens() {
+  std::vector<std::string> out(256);
+  int extra = 0;
+  for (int b = 0; b < 256; ++b) {
+    const bool printable = (b >= 33 && b <= 126) || (b >= 161 && b <= 172) || (b >= 174);
+    const uint32_t cp = printable ? b : 256 + extra++;
+    std::string s;
+    if (cp < 0x80) {
+      s.push_back(static_cast<char>(cp));
+    } else {
+      s.push_back(static_cast<char>(0xC0 | (cp >> 6)));
+      s.push_back(static_cast<char>(0x80 | (cp & 0x3F)));
+    }
+    out[b] = s;
+  }
+  return out;
+}
+
+std::string WriteTinyModel(const TinyShape& s, DType wtype, DType embd_type, uint32_t seed) {
+  GgufWriter w;
+  std::vector<std::string> tokens = ByteTokens();
+  tokens.push_back("<|endoftext|>");
+  std::vector<int32_t> types(tokens.size(), 1);
+  types.back() = 3;  // control
+  w.SetString("general.architecture", "llama");
+  w.SetString("general.name", "tiny-test");
+  w.SetUint32("llama.block_count", s.n_layers);
+  w.SetUint32("llama.embedding_length", s.dim);
+  w.SetUint32("llama.attention.head_count", s.n_heads);
+  w.SetUint32("llama.attention.head_count_kv", s.n_kv_heads);
+  w.SetUint32("llama.feed_forward_length", s.ffn);
+  w.SetUint32("llama.context_length", 256);
+  w.SetUint32("llama.rope.dimension_count", s.dim / s.n_heads);
+  w.SetFloat32("llama.rope.freq_base", s.rope_base);
+  w.SetFloat32("llama.attention.layer_norm_rms_epsilon", s.eps);
+  w.SetString("tokenizer.ggml.model", "gpt2");
+  w.SetString("tokenizer.ggml.pre", "gpt2");
+  w.SetStringArray("tokenizer.ggml.tokens", tokens);
+  w.SetInt32Array("tokenizer.ggml.token_type", types);
+  w.SetStringArray("tokenizer.ggml.merges", {});
+  w.SetUint32("tokenizer.ggml.eos_token_id", 256);
+
+  std::mt19937 rng(seed);
+  std::normal_distribution<float> normal(0.0f, 1.0f);
+  auto randn = [&](size_t n, float scale) {
+    std::vector<float> v(n);
+    for (auto& x : v) x = normal(rng) * scale;
+    return v;
+  };
+  auto norm_weights = [&](size_t n) {
+    std::vector<float> v(n);
+    for (auto& x : v) x = 1.0f + 0.1f * normal(rng);
+    return v;
+  };
+  const int64_t vocab = static_cast<int64_t>(tokens.size());
+  const int64_t kv_dim = s.dim / s.n_heads * s.n_kv_heads;
+  w.AddTensor("token_embd.weight", {s.dim, vocab}, embd_type, randn(s.dim * vocab, 1.0f));
+  w.AddTensor("output_norm.weight", {s.dim}, DType::kF32, norm_weights(s.dim));
+  const float ws = 1.0f / std::sqrt(static_cast<float>(s.dim));
+  for (int l = 0; l < s.n_layers; ++l) {
+    const std::string p = "blk." + std::to_string(l) + ".";
+    w.AddTensor(p + "attn_norm.weight", {s.dim}, DType::kF32, norm_weights(s.dim));
+    w.AddTensor(p + "attn_q.weight", {s.dim, s.dim}, wtype, randn(s.dim * s.dim, 2 * ws));
+    w.AddTensor(p + "attn_k.weight", {s.dim, kv_dim}, wtype, randn(s.dim * kv_dim, 2 * ws));
+    w.AddTensor(p + "attn_v.weight", {s.dim, kv_dim}, wtype, randn(s.dim * kv_dim, ws));
+    w.AddTensor(p + "attn_output.weight", {s.dim, s.dim}, wtype, randn(s.dim * s.dim, ws));
+    w.AddTensor(p + "ffn_norm.weight", {s.dim}, DType::kF32, norm_weights(s.dim));
+    w.AddTensor(p + "ffn_gate.weight", {s.dim, s.ffn}, wtype, randn(s.dim * s.ffn, ws));
+    w.AddTensor(p + "ffn_up.weight", {s.dim, s.ffn}, wtype, randn(s.dim * s.ffn, ws));
+    w.AddTensor(p + "ffn_down.weight", {s.ffn, s.dim}, wtype,
+                randn(s.ffn * s.dim, 1.0f / std::sqrt(static_cast<float>(s.ffn))));
+  }
+  const std::string dir = testing::MakeTempDir("kvtier_tiny_");
+  const std::string path = dir + "/tiny.gguf";
+  Status st = w.WriteFile(path);
+  EXPECT_TRUE(st.ok()) << st.ToString();
+  return path;
+}
+
+// ---- The reference: a plain double-precision llama forward pass. ----------------------------
+
+std::vector<double> Dequant(const kernels::WeightView& w) {
+  std::vector<float> row(w.cols);
+  std::vector<double> out(w.rows * w.cols);
+  for (int64_t r = 0; r < w.rows; ++r) {
+    kernels::DequantizeRow(w.type, static_cast<const uint8_t*>(w.data) + r * w.row_bytes,
+                           row.data(), w.cols);
+    for (int64_t c = 0; c < w.cols; ++c) out[r * w.cols + c] = row[c];
+  }
+  return out;
+}
+
+std::vector<double> MatVec(const std::vector<double>& w, int64_t rows, int64_t cols,
+                           const std::vector<double>& x) {
+  std::vector<double> y(rows, 0.0);
+  for (int64_t r = 0; r < rows; ++r) {
+    for (int64_t c = 0; c < cols; ++c) y[r] += w[r * cols + c] * x[c];
+  }
+  return y;
+}
+
+std::vector<double> Norm(const std::vector<double>& x, const std::vector<float>& w, double eps) {
+  double ss = 0;
+  for (double v : x) ss += v * v;
+  const double inv = 1.0 / std::sqrt(ss / x.size() + eps);
+  std::vector<double> out(x.size());
+  for (size_t i = 0; i < x.size(); ++i) out[i] = x[i] * inv * w[i];
+  return out;
+}
+
+void Rope(std::vector<double>& x, int n_heads, int hd, int pos, double base) {
+  for (int h = 0; h < n_heads; ++h) {
+    for (int i = 0; i < hd / 2; ++i) {
+      const double theta = pos * std::pow(base, -2.0 * i / hd);
+      const double a = x[h * hd + 2 * i], b = x[h * hd + 2 * i + 1];
+      x[h * hd + 2 * i] = a * std::cos(theta) - b * std::sin(theta);
+      x[h * hd + 2 * i + 1] = a * std::sin(theta) + b * std::cos(theta);
+    }
+  }
+}
+
+// Logits [n][vocab] for tokens at positions 0..n-1.
+std::vector<std::vector<double>> ReferenceLogits(const Model& m, const std::vector<int32_t>& ids) {
+  const ModelConfig& c = m.config();
+  const int hd = c.head_dim, group = c.n_heads / c.n_kv_heads;
+  std::vector<double> embd = Dequant(m.token_embd());
+  std::vector<double> out_w = Dequant(m.output());
+  struct L {
+    std::vector<double> q, k, v, o, g, u, d;
+  };
+  std::vector<L> ls(c.n_layers);
+  for (int l = 0; l < c.n_layers; ++l) {
+    const LayerWeights& w = m.layer(l);
+    ls[l] = {Dequant(w.wq), Dequant(w.wk),     Dequant(w.wv),   Dequant(w.wo),
+             Dequant(w.w_gate), Dequant(w.w_up), Dequant(w.w_down)};
+  }
+  std::vector<std::vector<std::vector<double>>> keys(c.n_layers), vals(c.n_layers);
+  std::vector<std::vector<double>> logits;
+  for (size_t t = 0; t < ids.size(); ++t) {
+    std::vector<double> x(embd.begin() + ids[t] * c.dim, embd.begin() + (ids[t] + 1) * c.dim);
+    for (int l = 0; l < c.n_layers; ++l) {
+      const LayerWeights& w = m.layer(l);
+      std::vector<double> h = Norm(x, w.attn_norm, c.rms_eps);
+      std::vector<double> q = MatVec(ls[l].q, c.dim, c.dim, h);
+      std::vector<double> k = MatVec(ls[l].k, c.kv_dim(), c.dim, h);
+      std::vector<double> v = MatVec(ls[l].v, c.kv_dim(), c.dim, h);
+      Rope(q, c.n_heads, hd, static_cast<int>(t), c.rope_freq_base);
+      Rope(k, c.n_kv_heads, hd, static_cast<int>(t), c.rope_freq_base);
+      keys[l].push_back(k);
+      vals[l].push_back(v);
+      std::vector<double> attn(c.dim, 0.0);
+      for (int head = 0; head < c.n_heads; ++head) {
+        const int kvh = head / group;
+        std::vector<double> s(t + 1);
+        double mx = -1e300;
+        for (size_t j = 0; j <= t; ++j) {
+          double dot = 0;
+          for (int i = 0; i < hd; ++i) dot += q[head * hd + i] * keys[l][j][kvh * hd + i];
+          s[j] = dot / std::sqrt(static_cast<double>(hd));
+          mx = std::max(mx, s[j]);
+        }
+        double sum = 0;
+        for (auto& e : s) sum += (e = std::exp(e - mx));
+        for (size_t j = 0; j <= t; ++j) {
+          for (int i = 0; i < hd; ++i) attn[head * hd + i] += s[j] / sum * vals[l][j][kvh * hd + i];
+        }
+      }
+      std::vector<double> o = MatVec(ls[l].o, c.dim, c.dim, attn);
+      for (int i = 0; i < c.dim; ++i) x[i] += o[i];
+      h = Norm(x, w.ffn_norm, c.rms_eps);
+      std::vector<double> g = MatVec(ls[l].g, c.ffn_dim, c.dim, h);
+      std::vector<double> u = MatVec(ls[l].u, c.ffn_dim, c.dim, h);
+      for (int i = 0; i < c.ffn_dim; ++i) g[i] = g[i] / (1.0 + std::exp(-g[i])) * u[i];
+      std::vector<double> d = MatVec(ls[l].d, c.dim, c.ffn_dim, g);
+      for (int i = 0; i < c.dim; ++i) x[i] += d[i];
+    }
+    logits.push_back(MatVec(out_w, c.vocab_size, c.dim, Norm(x, m.output_norm(), c.rms_eps)));
+  }
+  return logits;
+}
+
+// ||a - b|| / ||b|| over one row.
+double RelErr(const float* a, const std::vector<double>& b) {
+  double num = 0, den = 0;
+  for (size_t i = 0; i < b.size(); ++i) {
+    num += (a[i] - b[i]) * (a[i] - b[i]);
+    den += b[i] * b[i];
+  }
+  return std::sqrt(num / den);
+}
+
+class ForwardTest : public ::testing::Test {
+ protected:
+  void Load(DType wtype, DType embd_type) {
+    path_ = WriteTinyModel(shape_, wtype, embd_type, 1234);
+    auto m = Model::Load(path_);
+    ASSERT_TRUE(m.ok()) << m.status().ToString();
+    model_ = std::move(m).value();
+    auto pool = cache::PagePool::Create(
+        {16, model_->config().n_kv_heads, model_->config().head_dim}, 64ull << 20);
+    ASSERT_TRUE(pool.ok());
+    pool_ = std::move(pool).value();
+  }
+  void TearDown() override {
+    if (!path_.empty()) std::filesystem::remove_all(std::filesystem::path(path_).parent_path());
+  }
+
+  std::vector<int32_t> Tokens(int n) {
+    std::vector<int32_t> ids(n);
+    for (int i = 0; i < n; ++i) ids[i] = (i * 37 + 11) % 256;
+    return ids;
+  }
+
+  TinyShape shape_;
+  std::string path_;
+  std::unique_ptr<Model> model_;
+  std::unique_ptr<cache::PagePool> pool_;
+};
+
+TEST_F(ForwardTest, ConfigReadFromFile) {
+  Load(DType::kF32, DType::kF32);
+  const ModelConfig& c = model_->config();
+  EXPECT_EQ(c.n_layers, 2);
+  EXPECT_EQ(c.dim, 64);
+  EXPECT_EQ(c.head_dim, 16);
+  EXPECT_EQ(c.n_kv_heads, 2);
+  EXPECT_EQ(c.vocab_size, 257);
+  EXPECT_TRUE(c.tied_embeddings);
+  EXPECT_EQ(model_->fingerprint().size(), 64u);
+}
+
+TEST_F(ForwardTest, F32WeightsMatchDoubleReference) {
+  Load(DType::kF32, DType::kF32);
+  kernels::ThreadPool threads(2);
+  ForwardPass fwd(*model_, threads);
+  const std::vector<int32_t> ids = Tokens(40);  // 3 pages, the last one partial
+  cache::SequenceKv seq(*pool_, model_->config().n_layers);
+  ASSERT_TRUE(seq.Reserve(ids.size()).ok());
+  std::vector<float> logits;
+  ASSERT_TRUE(fwd.Run(ids, 0, {pool_->view(), seq.page_tables()}, LogitsMode::kAll, &logits).ok());
+  const auto ref = ReferenceLogits(*model_, ids);
+  const int vocab = model_->config().vocab_size;
+  for (size_t t = 0; t < ids.size(); ++t) {
+    // f16 KV storage bounds the agreement; a wrong RoPE, mask or GQA mapping is O(1).
+    EXPECT_LT(RelErr(logits.data() + t * vocab, ref[t]), 5e-3) << "position " << t;
+  }
+}
+
+TEST_F(ForwardTest, QuantizedWeightsMatchReferenceOnDequantizedWeights) {
+  for (DType wt : {DType::kQ4_1, DType::kQ4_0, DType::kQ8_0, DType::kF16, DType::kBF16}) {
+    Load(wt, DType::kQ8_0);
+    kernels::ThreadPool threads(2);
+    ForwardPass fwd(*model_, threads);
+    const std::vector<int32_t> ids = Tokens(20);
+    cache::SequenceKv seq(*pool_, model_->config().n_layers);
+    ASSERT_TRUE(seq.Reserve(ids.size()).ok());
+    std::vector<float> logits;
+    ASSERT_TRUE(
+        fwd.Run(ids, 0, {pool_->view(), seq.page_tables()}, LogitsMode::kAll, &logits).ok());
+    const auto ref = ReferenceLogits(*model_, ids);
+    const int vocab = model_->config().vocab_size;
+    double worst = 0;
+    for (size_t t = 0; t < ids.size(); ++t) {
+      worst = std::max(worst, RelErr(logits.data() + t * vocab, ref[t]));
+    }
+    // Activations are quantized to 8 bits inside the integer kernels.
+    EXPECT_LT(worst, 4e-2) << kernels::GetDTypeInfo(wt).name;
+    TearDown();
+  }
+}
+
+TEST_F(ForwardTest, IncrementalBatchesMatchOneBatch) {
+  Load(DType::kQ4_1, DType::kQ8_0);
+  kernels::ThreadPool threads(2);
+  const std::vector<int32_t> ids = Tokens(45);
+  const int vocab = model_->config().vocab_size;
+
+  ForwardPass whole(*model_, threads);
+  cache::SequenceKv a(*pool_, model_->config().n_layers);
+  ASSERT_TRUE(a.Reserve(ids.size()).ok());
+  std::vector<float> want;
+  ASSERT_TRUE(whole.Run(ids, 0, {pool_->view(), a.page_tables()}, LogitsMode::kLast, &want).ok());
+  ASSERT_EQ(want.size(), static_cast<size_t>(vocab));
+
+  ForwardPass small(*model_, threads, /*max_batch_tokens=*/7);
+  cache::SequenceKv b(*pool_, model_->config().n_layers);
+  std::vector<float> got;
+  const std::span<const int32_t> all(ids);
+  size_t done = 0;
+  for (size_t step : {17u, 1u, 1u, 26u}) {
+    ASSERT_TRUE(b.Reserve(done + step).ok());
+    ASSERT_TRUE(small
+                    .Run(all.subspan(done, step), static_cast<int32_t>(done),
+                         {pool_->view(), b.page_tables()}, LogitsMode::kLast, &got)
+                    .ok());
+    done += step;
+  }
+  std::vector<double> ref(want.begin(), want.end());
+  EXPECT_LT(RelErr(got.data(), ref), 2e-3);
+  EXPECT_EQ(std::max_element(got.begin(), got.end()) - got.begin(),
+            std::max_element(want.begin(), want.end()) - want.begin());
+}
+
+TEST_F(ForwardTest, PagePlacementDoesNotChangeResults) {
+  Load(DType::kQ4_1, DType::kQ8_0);
+  kernels::ThreadPool threads(2);
+  ForwardPass fwd(*model_, threads);
+  const std::vector<int32_t> ids = Tokens(50);
+  const int layers = model_->config().n_layers;
+  cache::SequenceKv ordered(*pool_, layers);
+  ASSERT_TRUE(ordered.Reserve(ids.size()).ok());
+  std::vector<float> want;
+  ASSERT_TRUE(
+      fwd.Run(ids, 0, {pool_->view(), ordered.page_tables()}, LogitsMode::kAll, &want).ok());
+  // The same sequence on pages taken in a scrambled order from the pool.
+  std::vector<int32_t> free_ids;
+  for (int i = 0; i < 4 * layers + 5; ++i) free_ids.push_back(*pool_->Allocate());
+  std::shuffle(free_ids.begin(), free_ids.end(), std::mt19937(9));
+  std::vector<std::vector<int32_t>> tables(layers);
+  for (int l = 0; l < layers; ++l) {
+    for (int p = 0; p < 4; ++p) tables[l].push_back(free_ids[l * 4 + p]);
+  }
+  std::vector<float> got;
+  ASSERT_TRUE(fwd.Run(ids, 0, {pool_->view(), tables}, LogitsMode::kAll, &got).ok());
+  EXPECT_EQ(got, want);
+  for (int32_t p : free_ids) pool_->Free(p);
+}
+
+TEST_F(ForwardTest, RejectsShortPageTablesAndBadTokens) {
+  Load(DType::kF32, DType::kF32);
+  kernels::ThreadPool threads(1);
+  ForwardPass fwd(*model_, threads);
+  cache::SequenceKv seq(*pool_, model_->config().n_layers);
+  ASSERT_TRUE(seq.Reserve(16).ok());
+  std::vector<float> logits;
+  const std::vector<int32_t> ids = Tokens(17);
+  Status s = fwd.Run(ids, 0, {pool_->view(), seq.page_tables()}, LogitsMode::kLast, &logits);
+  EXPECT_EQ(s.code(), StatusCode::kInvalidArgument);
+  EXPECT_NE(s.message().find("page table"), std::string::npos) << s.message();
+  const std::vector<int32_t> bad = {5, 257};
+  s = fwd.Run(bad, 0, {pool_->view(), seq.page_tables()}, LogitsMode::kLast, &logits);
+  EXPECT_NE(s.message().find("out of range"), std::string::npos) << s.message();
+}
+
+TEST(ModelLoadTest, ErrorsNameTheProblem) {
+  TinyShape shape;
+  const std::string path = WriteTinyModel(shape, DType::kF32, DType::kF32, 1);
+  // Rewrite with one tensor dropped / an unsupported architecture.
+  auto original = GgufFile::Open(path);
+  ASSERT_TRUE(original.ok());
+  auto rewrite = [&](const std::string& skip_tensor, const std::string& arch) {
+    GgufWriter w;
+    for (const auto& [key, value] : (*original)->metadata()) {
+      if (key == "general.alignment") continue;
+      if (key == "general.architecture") {
+        w.SetString(key, arch);
+      } else {
+        w.SetValue(key, value);
+      }
+    }
+    for (const auto& t : (*original)->tensors()) {
+      if (t.name == skip_tensor) continue;
+      w.AddRawTensor(t.name, t.dims, t.ggml_type,
+                     std::vector<uint8_t>(t.data, t.data + t.size_bytes));
+    }
+    const std::string out = path + ".bad.gguf";
+    EXPECT_TRUE(w.WriteFile(out).ok());
+    return Model::Load(out);
+  };
+  auto missing = rewrite("blk.1.ffn_up.weight", "llama");
+  ASSERT_FALSE(missing.ok());
+  EXPECT_NE(missing.status().message().find("blk.1.ffn_up.weight"), std::string::npos)
+      << missing.status().message();
+  auto arch = rewrite("", "mamba");
+  ASSERT_FALSE(arch.ok());
+  EXPECT_NE(arch.status().message().find("mamba"), std::string::npos);
+  auto ok = rewrite("", "llama");
+  EXPECT_TRUE(ok.ok()) << ok.status().ToString();
+  std::filesystem::remove_all(std::filesystem::path(path).parent_path());
+}
+
+}  // namespace
+}  // namespace kvtier::model
