@@ -1,0 +1,163 @@
+// MatMul, GetRow and the run-time choice of SIMD level. The kernels themselves live in
+// kernels/cpu/internal/matmul_{scalar,avx2,avx512}.cc.
+#include <algorithm>
+#include <atomic>
+#include <cstdlib>
+#include <cstring>
+#include <vector>
+
+#include "base/status.h"
+#include "kernels/cpu/internal/matmul_kernels.h"
+#include "kernels/cpu/ops.h"
+
+namespace kvtier::kernels {
+namespace internal {
+namespace {
+
+CpuLevel LevelFromEnv(CpuLevel detected) {
+  const char* env = std::getenv("KVTIER_CPU_LEVEL");
+  if (env == nullptr || *env == '\0') return detected;
+  CpuLevel wanted = detected;
+  if (std::strcmp(env, "scalar") == 0) {
+    wanted = CpuLevel::kScalar;
+  } else if (std::strcmp(env, "avx2") == 0) {
+    wanted = CpuLevel::kAvx2;
+  } else if (std::strcmp(env, "avx512") == 0) {
+    wanted = CpuLevel::kAvx512;
+  }
+  return std::min(wanted, detected);
+}
+
+std::atomic<int>& ActiveLevelSlot() {
+  static std::atomic<int> slot{static_cast<int>(LevelFromEnv(DetectCpuLevel()))};
+  return slot;
+}
+
+// Per calling thread: the quantized activations of the current MatMul (grows, never shrinks).
+struct ActScratch {
+  std::vector<int8_t> q;
+  std::vector<float> d, s, d_exp;
+  std::vector<int16_t> bsum16;
+};
+
+template <typename T>
+T* Grow(std::vector<T>& v, int64_t n) {
+  if (v.size() < static_cast<size_t>(n)) v.resize(static_cast<size_t>(n));
+  return v.data();
+}
+
+KernelChoice Choose(CpuLevel level, DType type) {
+  switch (level) {
+    case CpuLevel::kAvx512:
+      return Avx512Kernel(type);
+    case CpuLevel::kAvx2:
+      return Avx2Kernel(type);
+    case CpuLevel::kScalar:
+      break;
+  }
+  KernelChoice c;
+  c.kernel = ScalarRows;
+  return c;
+}
+
+}  // namespace
+
+CpuLevel DetectCpuLevel() {
+  static const CpuLevel level = [] {
+#if defined(__x86_64__)
+    __builtin_cpu_init();
+    if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+        __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512vnni") &&
+        __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c")) {
+      return CpuLevel::kAvx512;
+    }
+    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
+        __builtin_cpu_supports("f16c")) {
+      return CpuLevel::kAvx2;
+    }
+#endif
+    return CpuLevel::kScalar;
+  }();
+  return level;
+}
+
+CpuLevel ActiveCpuLevel() {
+  return static_cast<CpuLevel>(ActiveLevelSlot().load(std::memory_order_relaxed));
+}
+
+void SetCpuLevelForTesting(CpuLevel level) {
+  ActiveLevelSlot().store(static_cast<int>(std::min(level, DetectCpuLevel())),
+                          std::memory_order_relaxed);
+}
+
+const char* CpuLevelName(CpuLevel level) {
+  switch (level) {
+    case CpuLevel::kAvx512:
+      return "avx512";
+    case CpuLevel::kAvx2:
+      return "avx2";
+    case CpuLevel::kScalar:
+      break;
+  }
+  return "scalar";
+}
+
+}  // namespace internal
+
+void MatMul(const WeightView& w, const float* x, int64_t n_tokens, float* y, ThreadPool& pool) {
+  using internal::QuantizedActs;
+  KVTIER_CHECK(n_tokens >= 0 && w.rows >= 0);
+  KVTIER_CHECK(w.cols % GetDTypeInfo(w.type).block_elems == 0);
+  KVTIER_CHECK(w.row_bytes == RowBytes(w.type, w.cols));
+  if (n_tokens == 0 || w.rows == 0) return;
+
+  const internal::KernelChoice k = internal::Choose(internal::ActiveCpuLevel(), w.type);
+  QuantizedActs acts;
+  acts.n_tokens = n_tokens;
+  acts.cols = w.cols;
+  if (k.act_block > 0) {
+    thread_local internal::ActScratch scratch;
+    const int64_t nblk = w.cols / k.act_block;
+    acts.block = k.act_block;
+    acts.offset_u8 = k.offset_u8;
+    int8_t* q = internal::Grow(scratch.q, n_tokens * w.cols);
+    float* d = internal::Grow(scratch.d, n_tokens * nblk);
+    float* s = internal::Grow(scratch.s, n_tokens * nblk);
+    int16_t* bsum16 = internal::Grow(scratch.bsum16, n_tokens * w.cols / 16);
+    k.quantize(x, n_tokens, w.cols, k.act_block, k.offset_u8, q, d, s, bsum16);
+    acts.q = q;
+    acts.d = d;
+    acts.s = s;
+    acts.bsum16 = bsum16;
+    if (k.needs_d_exp) {
+      const int64_t npairs = (nblk + 1) / 2;
+      float* de = internal::Grow(scratch.d_exp, n_tokens * npairs * 16);
+      for (int64_t t = 0; t < n_tokens; ++t) {
+        for (int64_t p = 0; p < npairs; ++p) {
+          float* lanes = de + (t * npairs + p) * 16;
+          const float d0 = d[t * nblk + 2 * p];
+          const float d1 = 2 * p + 1 < nblk ? d[t * nblk + 2 * p + 1] : 0.0f;
+          for (int l = 0; l < 8; ++l) {
+            lanes[l] = d0;
+            lanes[l + 8] = d1;
+          }
+        }
+      }
+      acts.d_exp = de;
+    }
+  }
+  // Rows per thread: enough work to be worth a wake-up (about 64K multiply-adds).
+  const int64_t grain = std::max<int64_t>(8, 65536 / std::max<int64_t>(1, w.cols * n_tokens));
+  pool.ParallelFor(w.rows, grain,
+                   [&](int64_t begin, int64_t end) { k.kernel(w, x, acts, begin, end, y); });
+}
+
+void GetRow(const WeightView& w, int64_t row, float* out) {
+  KVTIER_CHECK(row >= 0 && row < w.rows);
+  DequantizeRow(w.type, static_cast<const uint8_t*>(w.data) + static_cast<size_t>(row) * w.row_bytes,
+                out, w.cols);
+}
+
+const char* CpuKernelLevel() { return internal::CpuLevelName(internal::ActiveCpuLevel()); }
+
+}  // namespace kvtier::kernels
