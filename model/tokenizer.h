@@ -11,6 +11,7 @@
 
 #include <cstdint>
 #include <memory>
+#include <span>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -27,9 +28,26 @@ struct ChatMessage {
 
 class Tokenizer {
  public:
+  // The vocabulary as a GGUF stores it (tokenizer.ggml.*), for building a tokenizer without a
+  // file (tests, tools).
+  struct Vocab {
+    std::vector<std::string> tokens;
+    // GGUF token types, one per token: 1 normal, 2 unknown, 3 control, 4 user-defined,
+    // 5 unused, 6 byte. Empty: all normal.
+    std::vector<int32_t> token_types;
+    std::vector<std::string> merges;  // "left right"; the rank of a merge is its index
+    std::string pre = "gpt2";         // tokenizer.ggml.pre
+    int32_t bos_id = -1;
+    int32_t eos_id = -1;
+    bool add_bos = false;
+    std::string chat_template;  // tokenizer.chat_template ("" if none)
+  };
+
   // Reads tokenizer.ggml.{model,pre,tokens,token_type,merges,bos_token_id,eos_token_id,...}
   // and tokenizer.chat_template. Unsupported tokenizer model or pre-tokenizer -> error.
   static Result<std::unique_ptr<Tokenizer>> Create(const GgufFile& file);
+  // Builds from an in-memory vocabulary; same validation as Create().
+  static Result<std::unique_ptr<Tokenizer>> CreateFromVocab(Vocab vocab);
   ~Tokenizer();
 
   // Text -> ids. parse_special: recognise special/control token strings (e.g. "<|im_start|>")
@@ -45,8 +63,9 @@ class Tokenizer {
 
   // The chat template applied to messages, ending with the assistant turn's opening when
   // add_generation_prompt is set. Templates recognised: ChatML (the default model's, including
-  // its default system message when none is given), llama-3, and a plain fallback. Error if
-  // the file's template is unrecognised and no fallback applies.
+  // its default system message when none is given) and llama-3 (as llama.cpp formats it: no
+  // BOS in the text, contents trimmed). InvalidArgument if the file's template is unrecognised,
+  // NotFound if the file has none.
   Result<std::string> ApplyChatTemplate(const std::vector<ChatMessage>& messages,
                                         bool add_generation_prompt = true) const;
 
@@ -56,6 +75,8 @@ class Tokenizer {
   // True for ids that end generation (eos, eot, <|im_end|> and other end-of-generation tokens).
   bool IsEndOfGeneration(int32_t id) const;
   std::string_view pre_tokenizer() const;
+  // The text of a token (as stored in the vocabulary), "" if out of range.
+  std::string_view TokenText(int32_t id) const;
 
  private:
   Tokenizer();
