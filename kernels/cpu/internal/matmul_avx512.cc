@@ -1,8 +1,230 @@
-// AVX-512 VNNI MatMul kernels (placeholder: AVX2 until the VNNI kernels land).
+// AVX-512 VNNI MatMul kernels for the 32-element block types (Q8_0, Q4_0, Q4_1): the default
+// model's weights. Other types use the AVX2 kernels. Compiled with target attributes; only
+// called after DetectCpuLevel() reports AVX-512 F/BW/VL/VNNI.
+//
+// One zmm holds a pair of weight blocks (64 quants): lanes 0-7 block 2p, lanes 8-15 block 2p+1.
+//   Q4_0/Q4_1: nibbles unpacked to bytes (u8), activations s8 -> _mm512_dpbusd_epi32.
+//   Q8_0: weights s8, activations stored as q + 128 (u8); dpbusd starts from -128 * sum(w),
+//         computed once per weight pair, so the per-token work is one dpbusd.
+// Per (row, token, pair): dpbusd, cvt, one multiply by the lane scales (d_w * d_x), one fma.
+// The Q4_0/Q4_1 offset terms (-8 d_w s_x, m_w s_x) are dot products over blocks, done 16
+// blocks at a time from gathered block scales. A tile is R rows x T tokens (R=2, T<=8): each
+// unpacked weight pair is reused for T tokens, each activation load for R rows.
+#include <immintrin.h>
+
+#include <algorithm>
+
 #include "kernels/cpu/internal/matmul_kernels.h"
 
-namespace kvtier::kernels::internal {
+// GCC 12's AVX-512 headers trip -W(maybe-)uninitialized on their own cast/reduce helpers
+// (GCC bug 105593); nothing in this file reads uninitialised data.
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#pragma GCC diagnostic ignored "-Wuninitialized"
+#endif
 
-KernelChoice Avx512Kernel(DType type) { return Avx2Kernel(type); }
+#define KVTIER_AVX512 __attribute__((target("avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")))
+#define KVTIER_AVX512_INLINE                                                         \
+  __attribute__((target("avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c"), \
+                 always_inline)) inline
+
+namespace kvtier::kernels::internal {
+namespace {
+
+constexpr int kR = 2;     // rows per tile
+constexpr int kMaxT = 8;  // tokens per tile
+
+template <DType kType>
+constexpr int BlockBytes() {
+  return kType == DType::kQ8_0 ? 34 : kType == DType::kQ4_0 ? 18 : 20;
+}
+
+// The quants of blocks b and b + 1 (only b when !kPair; the upper half is then zero).
+template <DType kType, bool kPair>
+KVTIER_AVX512_INLINE __m512i LoadPair(const uint8_t* blk) {
+  constexpr int kBB = BlockBytes<kType>();
+  if constexpr (kType == DType::kQ8_0) {
+    const __m256i lo = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(blk + 2));
+    const __m256i hi = kPair ? _mm256_loadu_si256(reinterpret_cast<const __m256i*>(blk + kBB + 2))
+                             : _mm256_setzero_si256();
+    return _mm512_inserti64x4(_mm512_castsi256_si512(lo), hi, 1);
+  } else {
+    constexpr int kOff = kType == DType::kQ4_1 ? 4 : 2;
+    const __m128i q0 = _mm_loadu_si128(reinterpret_cast<const __m128i*>(blk + kOff));
+    const __m128i q1 = kPair ? _mm_loadu_si128(reinterpret_cast<const __m128i*>(blk + kBB + kOff))
+                             : _mm_setzero_si128();
+    const __m256i v = _mm256_inserti128_si256(_mm256_castsi128_si256(q0), q1, 1);
+    // [q0, q1, q0 >> 4, q1 >> 4] -> [q0, q0 >> 4, q1, q1 >> 4]: elements in order.
+    const __m512i z = _mm512_inserti64x4(_mm512_castsi256_si512(v), _mm256_srli_epi16(v, 4), 1);
+    return _mm512_and_si512(_mm512_shuffle_i64x2(z, z, 0xd8), _mm512_set1_epi8(0x0f));
+  }
+}
+
+template <DType kType, int R, int T, bool kPair>
+KVTIER_AVX512_INLINE void PairStep(const uint8_t* const* wrow, int64_t b, const QuantizedActs& a,
+                                   int64_t t0, const __m512* dblk, __m512i pidx,
+                                   __m512 (&acc)[R][T]) {
+  constexpr int kBB = BlockBytes<kType>();
+  const int64_t cols = a.cols;
+  const int64_t npairs = (cols / 32 + 1) / 2;
+  __m512i w[R], init[R];
+  __m512 dw[R];
+#pragma GCC unroll 8
+  for (int r = 0; r < R; ++r) {
+    w[r] = LoadPair<kType, kPair>(wrow[r] + b * kBB);
+    dw[r] = _mm512_permutexvar_ps(pidx, dblk[r]);
+    if constexpr (kType == DType::kQ8_0) {
+      // dpbusd(u8 = q + 128, s8 = w) = dot + 128 * sum(w): start from -128 * sum(w).
+      const __m512i corr = _mm512_dpbusd_epi32(_mm512_setzero_si512(),
+                                               _mm512_set1_epi8(static_cast<char>(0x80)), w[r]);
+      init[r] = _mm512_sub_epi32(_mm512_setzero_si512(), corr);
+    } else {
+      init[r] = _mm512_setzero_si512();
+    }
+  }
+#pragma GCC unroll 8
+  for (int t = 0; t < T; ++t) {
+    const int8_t* aq = a.q + (t0 + t) * cols + b * 32;
+    const __m512i av = kPair ? _mm512_loadu_si512(aq) : _mm512_maskz_loadu_epi8(0xffffffffull, aq);
+    const __m512 dx = _mm512_loadu_ps(a.d_exp + ((t0 + t) * npairs + b / 2) * 16);
+#pragma GCC unroll 8
+    for (int r = 0; r < R; ++r) {
+      __m512i dot;
+      if constexpr (kType == DType::kQ8_0) {
+        dot = _mm512_dpbusd_epi32(init[r], av, w[r]);
+      } else {
+        dot = _mm512_dpbusd_epi32(init[r], w[r], av);
+      }
+      acc[r][t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(dot), _mm512_mul_ps(dw[r], dx), acc[r][t]);
+    }
+  }
+}
+
+// out[t * R + r] = row r . token (t0 + t)
+template <DType kType, int R, int T>
+KVTIER_AVX512 void TileQ32(const uint8_t* const* wrow, int64_t nb, const QuantizedActs& a,
+                           int64_t t0, float* out) {
+  constexpr int kBB = BlockBytes<kType>();
+  const __m512i gidx = _mm512_mullo_epi32(
+      _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
+      _mm512_set1_epi32(kBB));
+  __m512 acc[R][T];
+#pragma GCC unroll 8
+  for (int r = 0; r < R; ++r) {
+#pragma GCC unroll 8
+    for (int t = 0; t < T; ++t) acc[r][t] = _mm512_setzero_ps();
+  }
+  for (int64_t c0 = 0; c0 < nb; c0 += 16) {
+    const int nbc = static_cast<int>(std::min<int64_t>(16, nb - c0));
+    const __mmask16 bmask = static_cast<__mmask16>((1u << nbc) - 1);
+    // Block scales (and Q4_1 mins) of 16 blocks per row: the first 4 bytes of each block.
+    __m512 dblk[R], mblk[R];
+#pragma GCC unroll 8
+    for (int r = 0; r < R; ++r) {
+      const __m512i g = _mm512_mask_i32gather_epi32(_mm512_setzero_si512(), bmask, gidx,
+                                                    wrow[r] + c0 * kBB, 1);
+      dblk[r] = _mm512_cvtph_ps(_mm512_cvtepi32_epi16(g));
+      if constexpr (kType == DType::kQ4_1) {
+        mblk[r] = _mm512_cvtph_ps(_mm512_cvtepi32_epi16(_mm512_srli_epi32(g, 16)));
+      } else if constexpr (kType == DType::kQ4_0) {
+        mblk[r] = _mm512_mul_ps(dblk[r], _mm512_set1_ps(-8.0f));
+      } else {
+        mblk[r] = _mm512_setzero_ps();
+      }
+    }
+    if constexpr (kType != DType::kQ8_0) {
+      // Offset terms: sum_b mblk_b * s_b, where s_b = d_x * sum(quants of x in block b).
+#pragma GCC unroll 8
+      for (int t = 0; t < T; ++t) {
+        const __m512 s = _mm512_maskz_loadu_ps(bmask, a.s + (t0 + t) * nb + c0);
+#pragma GCC unroll 8
+        for (int r = 0; r < R; ++r) acc[r][t] = _mm512_fmadd_ps(mblk[r], s, acc[r][t]);
+      }
+    }
+    __m512i pidx = _mm512_setr_epi32(0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1);
+    const __m512i two = _mm512_set1_epi32(2);
+    int64_t b = c0;
+    for (; b + 2 <= c0 + nbc; b += 2, pidx = _mm512_add_epi32(pidx, two)) {
+      PairStep<kType, R, T, true>(wrow, b, a, t0, dblk, pidx, acc);
+    }
+    if (b < c0 + nbc) PairStep<kType, R, T, false>(wrow, b, a, t0, dblk, pidx, acc);
+  }
+#pragma GCC unroll 8
+  for (int r = 0; r < R; ++r) {
+#pragma GCC unroll 8
+    for (int t = 0; t < T; ++t) out[t * R + r] = _mm512_reduce_add_ps(acc[r][t]);
+  }
+}
+
+template <DType kType, int R>
+KVTIER_AVX512 void RunTile(int tt, const uint8_t* const* wrow, int64_t nb, const QuantizedActs& a,
+                           int64_t t0, float* out) {
+  switch (tt) {
+    case 1:
+      return TileQ32<kType, R, 1>(wrow, nb, a, t0, out);
+    case 2:
+      return TileQ32<kType, R, 2>(wrow, nb, a, t0, out);
+    case 3:
+      return TileQ32<kType, R, 3>(wrow, nb, a, t0, out);
+    case 4:
+      return TileQ32<kType, R, 4>(wrow, nb, a, t0, out);
+    case 5:
+      return TileQ32<kType, R, 5>(wrow, nb, a, t0, out);
+    case 6:
+      return TileQ32<kType, R, 6>(wrow, nb, a, t0, out);
+    case 7:
+      return TileQ32<kType, R, 7>(wrow, nb, a, t0, out);
+    default:
+      return TileQ32<kType, R, 8>(wrow, nb, a, t0, out);
+  }
+}
+
+template <DType kType>
+KVTIER_AVX512 void RowsQ32(const WeightView& w, const float* x, const QuantizedActs& a,
+                           int64_t row_begin, int64_t row_end, float* y) {
+  const int64_t nb = w.cols / 32;
+  const auto* base = static_cast<const uint8_t*>(w.data);
+  float out[kR * kMaxT];
+  for (int64_t r = row_begin; r < row_end; r += kR) {
+    const int rr = static_cast<int>(std::min<int64_t>(kR, row_end - r));
+    const uint8_t* wrow[kR];
+    for (int i = 0; i < rr; ++i) wrow[i] = base + static_cast<size_t>(r + i) * w.row_bytes;
+    for (int64_t t = 0; t < a.n_tokens; t += kMaxT) {
+      const int tt = static_cast<int>(std::min<int64_t>(kMaxT, a.n_tokens - t));
+      if (rr == kR) {
+        RunTile<kType, kR>(tt, wrow, nb, a, t, out);
+      } else {
+        RunTile<kType, 1>(tt, wrow, nb, a, t, out);
+      }
+      for (int j = 0; j < tt; ++j) {
+        for (int i = 0; i < rr; ++i) y[(t + j) * w.rows + r + i] = out[j * rr + i];
+      }
+    }
+  }
+}
+
+}  // namespace
+
+KernelChoice Avx512Kernel(DType type) {
+  KernelChoice k = Avx2Kernel(type);
+  switch (type) {
+    case DType::kQ8_0:
+      k.kernel = RowsQ32<DType::kQ8_0>;
+      k.offset_u8 = true;
+      k.needs_d_exp = true;
+      break;
+    case DType::kQ4_0:
+      k.kernel = RowsQ32<DType::kQ4_0>;
+      k.needs_d_exp = true;
+      break;
+    case DType::kQ4_1:
+      k.kernel = RowsQ32<DType::kQ4_1>;
+      k.needs_d_exp = true;
+      break;
+    default:
+      break;
+  }
+  return k;
+}
 
 }  // namespace kvtier::kernels::internal
