@@ -7,7 +7,7 @@ Run with the Python of the bench venv (bench/llamacpp-venv prints its path):
   # Write the expected ids (and chat template renderings) used by tests/model/tokenizer_model_test:
   $PY bench/compare_tokenize.py --write-expected
   # Compare llama.cpp with kvtier (bench/tokenize_tool, built with -DKVTIER_BENCH=ON):
-  $PY bench/compare_tokenize.py --tool build/bench/tokenize_tool
+  $PY bench/compare_tokenize.py --tool build/bench/tokenize_tool [--random 3000 --seed 1]
 
 Both modes are compared: special=True (control tokens such as <|im_start|> recognised) and
 special=False (plain text). Prints "N/N texts identical (P%)" and each mismatch.
@@ -66,6 +66,52 @@ def llama_decode(llm, ids, special=False):
     return out
 
 
+# Code points for random texts: ASCII, whitespace, marks, several scripts, numbers of other
+# scripts, emoji and joiners, and code points assigned in Unicode 15.0, 15.1 and 16.0.
+RANDOM_POOL = ([0x20, 0x0A, 0x09, 0x0D, 0x27] + list(range(0x21, 0x7F)) +
+               [0xA0, 0xB2, 0x300, 0x301, 0x41F, 0x5D0, 0x627, 0x661, 0x905, 0x94D, 0xE01,
+                0x3000, 0x4E2D, 0x1F600, 0x200D, 0xFE0F, 0x1F1FA, 0x2028, 0x85, 0x1C, 0xFFFD,
+                0x2EBF0, 0x31350, 0x1C89, 0x10D4A, 0xE000, 0x378])
+
+
+def random_inputs(n, seed):
+    """n byte strings: 60% random valid UTF-8 from RANDOM_POOL (some with <|im_start|>), 40%
+    random bytes (mostly invalid UTF-8; lead bytes F5..F7 left out: llama.cpp aborts on them)."""
+    import random
+    rng = random.Random(seed)
+    out = []
+    for _ in range(n):
+        if rng.random() < 0.6:
+            s = "".join(chr(rng.choice(RANDOM_POOL)) for _ in range(rng.randint(1, 40)))
+            if rng.random() < 0.2:
+                s = s.replace(s[:1], "<|im_start|>", 1)
+            out.append(s.encode())
+        else:
+            b = bytes(rng.choice([rng.randint(0, 255), rng.choice(b"a 1'\n"), 0xC3, 0xE4, 0xF0,
+                                  0x80, 0xBF, 0xF8]) for _ in range(rng.randint(1, 30)))
+            out.append(bytes(x if x not in (0xF5, 0xF6, 0xF7) else 0x41 for x in b))
+    return out
+
+
+def compare_random(llm, tool, model, n, seed):
+    inputs = random_inputs(n, seed)
+    inp = "".join(json.dumps({"hex": b.hex()}) + "\n" for b in inputs)
+    proc = subprocess.run([tool, model], input=inp.encode(), capture_output=True, check=True)
+    ours = [json.loads(line) for line in proc.stdout.decode().split("\n") if line]
+    same = 0
+    for b, o in zip(inputs, ours):
+        ok = True
+        for mode, special in (("special", True), ("plain", False)):
+            r = llm.tokenize(b, add_bos=False, special=special)
+            if r != o[mode]:
+                ok = False
+                print(f"MISMATCH random ({mode}): {b!r}\n  llama.cpp {r[:40]}\n"
+                      f"  kvtier    {o[mode][:40]}")
+        same += ok
+    print(f"{same}/{n} random inputs identical ({100.0 * same / n:.2f}%)")
+    return same == n
+
+
 def render_chats(template):
     import jinja2  # llama-cpp-python depends on it
     env = jinja2.Environment(loader=jinja2.BaseLoader(), trim_blocks=True, lstrip_blocks=True)
@@ -89,6 +135,9 @@ def main():
                     help="write llama.cpp's ids to --expected instead of comparing")
     ap.add_argument("--tool", default=os.path.join(ROOT, "build", "bench", "tokenize_tool"),
                     help="kvtier's tokenize_tool binary")
+    ap.add_argument("--random", type=int, default=0, metavar="N",
+                    help="also compare N random inputs (valid and invalid UTF-8)")
+    ap.add_argument("--seed", type=int, default=1)
     args = ap.parse_args()
 
     import llama_cpp
@@ -138,7 +187,10 @@ def main():
         same += ok
     n = len(texts)
     print(f"{same}/{n} texts identical ({100.0 * same / n:.2f}%)")
-    return 0 if same == n else 1
+    random_ok = True
+    if args.random > 0:
+        random_ok = compare_random(llm, args.tool, args.model, args.random, args.seed)
+    return 0 if same == n and random_ok else 1
 
 
 if __name__ == "__main__":

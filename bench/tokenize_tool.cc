@@ -1,7 +1,8 @@
 // bench/tokenize_tool.cc — tokenizes texts with kvtier for bench/compare_tokenize.py.
 //
 // Usage: tokenize_tool MODEL.gguf < texts.jsonl > ids.jsonl
-// Input: one JSON string per line. Output: one JSON object per input line,
+// Input: one JSON string per line, or {"hex": "<bytes in hex>"} for arbitrary bytes (invalid
+// UTF-8). Output: one JSON object per input line,
 // {"special": [ids with parse_special], "plain": [ids without], "decoded": "<Decode(plain)>"}.
 #include <iostream>
 #include <nlohmann/json.hpp>
@@ -28,7 +29,16 @@ int main(int argc, char** argv) {
   std::string line;
   while (std::getline(std::cin, line)) {
     if (line.empty()) continue;
-    const auto text = nlohmann::json::parse(line).get<std::string>();
+    const auto j = nlohmann::json::parse(line);
+    std::string text;
+    if (j.is_object()) {
+      const auto hex = j.at("hex").get<std::string>();
+      for (size_t i = 0; i + 1 < hex.size(); i += 2) {
+        text.push_back(static_cast<char>(std::stoi(hex.substr(i, 2), nullptr, 16)));
+      }
+    } else {
+      text = j.get<std::string>();
+    }
     nlohmann::json out;
     out["special"] = (*tok)->Encode(text, /*parse_special=*/true);
     const auto plain = (*tok)->Encode(text, /*parse_special=*/false);

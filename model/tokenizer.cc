@@ -28,35 +28,51 @@ enum TokenAttr : uint16_t {
 
 uint16_t AttrFromGgufType(int64_t type) {
   switch (type) {
-    case 1: return kAttrNormal;
-    case 2: return kAttrUnknown;
-    case 3: return kAttrControl;
-    case 4: return kAttrUserDefined;
-    case 5: return kAttrUnused;
-    case 6: return kAttrByte;
-    default: return kAttrUndefined;
+    case 1:
+      return kAttrNormal;
+    case 2:
+      return kAttrUnknown;
+    case 3:
+      return kAttrControl;
+    case 4:
+      return kAttrUserDefined;
+    case 5:
+      return kAttrUnused;
+    case 6:
+      return kAttrByte;
+    default:
+      return kAttrUndefined;
   }
 }
 
 // Texts llama.cpp recognises as end-of-turn / end-of-generation / fill-in-the-middle tokens and
 // forces to control type when the file says otherwise.
-constexpr std::string_view kEotTexts[] = {
-    "<|eot_id|>", "<|im_end|>", "<|end|>", "<end_of_turn>", "<|endoftext|>", "<|end_of_text|>",
-    "<EOT>", "_<EOT>", "<\xef\xbd\x9c" "end\xe2\x96\x81of\xe2\x96\x81sentence\xef\xbd\x9c>",
-    "<end_of_utterance>"};
+constexpr std::string_view kEotTexts[] = {"<|eot_id|>",
+                                          "<|im_end|>",
+                                          "<|end|>",
+                                          "<end_of_turn>",
+                                          "<|endoftext|>",
+                                          "<|end_of_text|>",
+                                          "<EOT>",
+                                          "_<EOT>",
+                                          "<\xef\xbd\x9c"
+                                          "end\xe2\x96\x81of\xe2\x96\x81sentence\xef\xbd\x9c>",
+                                          "<end_of_utterance>"};
 constexpr std::string_view kEomTexts[] = {"<|eom_id|>"};
-constexpr std::string_view kEogTexts[] = {
-    "<|eot_id|>", "<|im_end|>", "<|end|>", "<|return|>", "<|call|>", "<end_of_turn>",
-    "<|endoftext|>", "<|eom_id|>", "<EOT>", "_<EOT>", "<|end_of_text|>", "<end_of_utterance>"};
-constexpr std::string_view kFimTexts[] = {
-    "<|fim_prefix|>", "<fim-prefix>", "<fim_prefix>", "<PRE>", "\xe2\x96\x81<PRE>",
-    "<|code_prefix|>", "<|fim_suffix|>", "<fim-suffix>", "<fim_suffix>", "<SUF>",
-    "\xe2\x96\x81<SUF>", "<|code_suffix|>", "<|fim_middle|>", "<fim-middle>", "<fim_middle>",
-    "<MID>", "\xe2\x96\x81<MID>", "<|code_middle|>"};
+constexpr std::string_view kEogTexts[] = {"<|eot_id|>",    "<|im_end|>",      "<|end|>",
+                                          "<|return|>",    "<|call|>",        "<end_of_turn>",
+                                          "<|endoftext|>", "<|eom_id|>",      "<EOT>",
+                                          "_<EOT>",        "<|end_of_text|>", "<end_of_utterance>"};
+constexpr std::string_view kFimTexts[] = {"<|fim_prefix|>", "<fim-prefix>",      "<fim_prefix>",
+                                          "<PRE>",          "\xe2\x96\x81<PRE>", "<|code_prefix|>",
+                                          "<|fim_suffix|>", "<fim-suffix>",      "<fim_suffix>",
+                                          "<SUF>",          "\xe2\x96\x81<SUF>", "<|code_suffix|>",
+                                          "<|fim_middle|>", "<fim-middle>",      "<fim_middle>",
+                                          "<MID>",          "\xe2\x96\x81<MID>", "<|code_middle|>"};
 // Fill-in-the-middle pad / repository / file separator tokens also end generation.
-constexpr std::string_view kFimEogTexts[] = {"<|fim_pad|>", "<fim-pad>", "<fim_pad>", "<PAD>",
-                                             "<|fim_repo|>", "<|repo_name|>", "<fim-repo>",
-                                             "<REPO>", "<reponame>", "<|file_sep|>"};
+constexpr std::string_view kFimEogTexts[] = {
+    "<|fim_pad|>",   "<fim-pad>",  "<fim_pad>", "<PAD>",      "<|fim_repo|>",
+    "<|repo_name|>", "<fim-repo>", "<REPO>",    "<reponame>", "<|file_sep|>"};
 
 template <size_t N>
 bool OneOf(std::string_view s, const std::string_view (&list)[N]) {
@@ -75,10 +91,18 @@ std::optional<std::string> JinjaStringLiteral(std::string_view text, size_t open
     if (c == '\\' && i + 1 < text.size()) {
       const char e = text[++i];
       switch (e) {
-        case 'n': out.push_back('\n'); break;
-        case 't': out.push_back('\t'); break;
-        case 'r': out.push_back('\r'); break;
-        default: out.push_back(e); break;
+        case 'n':
+          out.push_back('\n');
+          break;
+        case 't':
+          out.push_back('\t');
+          break;
+        case 'r':
+          out.push_back('\r');
+          break;
+        default:
+          out.push_back(e);
+          break;
       }
       continue;
     }
@@ -95,8 +119,7 @@ std::optional<std::string> ChatMlDefaultSystem(std::string_view tmpl) {
     return std::nullopt;
   }
   constexpr std::string_view kOpen = "<|im_start|>system";
-  for (size_t at = tmpl.find(kOpen); at != std::string_view::npos;
-       at = tmpl.find(kOpen, at + 1)) {
+  for (size_t at = tmpl.find(kOpen); at != std::string_view::npos; at = tmpl.find(kOpen, at + 1)) {
     if (at == 0 || (tmpl[at - 1] != '\'' && tmpl[at - 1] != '"')) continue;
     std::optional<std::string> lit = JinjaStringLiteral(tmpl, at - 1);
     if (!lit) continue;
@@ -112,8 +135,9 @@ std::optional<std::string> ChatMlDefaultSystem(std::string_view tmpl) {
 }
 
 std::string_view Trim(std::string_view s) {
-  auto space = [](char c) { return c == ' ' || c == '\t' || c == '\n' || c == '\r' ||
-                                   c == '\v' || c == '\f'; };
+  auto space = [](char c) {
+    return c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\v' || c == '\f';
+  };
   while (!s.empty() && space(s.front())) s.remove_prefix(1);
   while (!s.empty() && space(s.back())) s.remove_suffix(1);
   return s;
@@ -211,8 +235,8 @@ void Tokenizer::Impl::EncodeWord(std::string_view word, std::vector<int32_t>* ou
     Symbol& r = syms[c.right];
     // Stale: one side was merged away or has grown since the candidate was queued.
     if (l.size == 0 || r.size == 0 || l.piece != c.left_piece || r.piece != c.right_piece) continue;
-    const uint64_t key = (uint64_t{static_cast<uint32_t>(l.piece)} << 32) |
-                         static_cast<uint32_t>(r.piece);
+    const uint64_t key =
+        (uint64_t{static_cast<uint32_t>(l.piece)} << 32) | static_cast<uint32_t>(r.piece);
     l.piece = merges.at(key).result;
     l.size += r.size;
     r.size = 0;
@@ -365,9 +389,8 @@ Result<std::unique_ptr<Tokenizer>> Tokenizer::CreateFromVocab(Vocab v) {
     }
   }
   // Same comparator and input order as llama.cpp, so equal-length tokens keep its order too.
-  std::sort(im.special_tokens.begin(), im.special_tokens.end(), [&im](int32_t a, int32_t b) {
-    return im.tokens[a].size() > im.tokens[b].size();
-  });
+  std::sort(im.special_tokens.begin(), im.special_tokens.end(),
+            [&im](int32_t a, int32_t b) { return im.tokens[a].size() > im.tokens[b].size(); });
 
   im.chat_template = std::move(v.chat_template);
   const std::string& tmpl = im.chat_template;
@@ -484,7 +507,8 @@ Result<std::string> Tokenizer::ApplyChatTemplate(const std::vector<ChatMessage>&
       return NotFoundError("chat template: the model has no tokenizer.chat_template");
     case ChatFormat::kUnknown:
       return InvalidArgumentError(
-          "chat template: unrecognised template (kvtier formats ChatML and llama-3); starts with '" +
+          "chat template: unrecognised template (kvtier formats ChatML and llama-3); starts with "
+          "'" +
           im.chat_template.substr(0, 60) + "'");
     case ChatFormat::kChatMl:
       if (im.chatml_default_system && !messages.empty() && messages[0].role != "system") {

@@ -53,7 +53,8 @@ class Tokenizer {
   // Text -> ids. parse_special: recognise special/control token strings (e.g. "<|im_start|>")
   // in the text; otherwise they are tokenized as plain text. add_bos: prepend BOS if the
   // model's metadata says to add it (tokenizer.ggml.add_bos_token).
-  std::vector<int32_t> Encode(std::string_view text, bool parse_special, bool add_bos = false) const;
+  std::vector<int32_t> Encode(std::string_view text, bool parse_special,
+                              bool add_bos = false) const;
 
   // Ids -> text. Special/control tokens render as their text when render_special is set,
   // otherwise as nothing. Ids out of range -> error.
@@ -70,8 +71,8 @@ class Tokenizer {
                                         bool add_generation_prompt = true) const;
 
   int32_t vocab_size() const;
-  int32_t bos_id() const;   // -1 if none
-  int32_t eos_id() const;   // -1 if none
+  int32_t bos_id() const;  // -1 if none
+  int32_t eos_id() const;  // -1 if none
   // True for ids that end generation (eos, eot, <|im_end|> and other end-of-generation tokens).
   bool IsEndOfGeneration(int32_t id) const;
   std::string_view pre_tokenizer() const;

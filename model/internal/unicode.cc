@@ -9,9 +9,9 @@ uint16_t CodepointFlags(uint32_t cpt) {
   if (cpt >= 0x110000) return kUndefined;
   // Last range whose first <= cpt.
   const CodepointRange* end = kCodepointRanges + kNumCodepointRanges;
-  const CodepointRange* it = std::upper_bound(
-      kCodepointRanges, end, cpt,
-      [](uint32_t value, const CodepointRange& r) { return value < r.first; });
+  const CodepointRange* it =
+      std::upper_bound(kCodepointRanges, end, cpt,
+                       [](uint32_t value, const CodepointRange& r) { return value < r.first; });
   return (it - 1)->flags;
 }
 

@@ -120,7 +120,7 @@ TEST_F(TokenizerModelTest, ChatMlFromTheFile) {
   // The special tokens of a rendered chat encode as single control tokens.
   const auto ids = tok_->Encode(*one, /*parse_special=*/true);
   ASSERT_FALSE(ids.empty());
-  EXPECT_EQ(ids.front(), 1);  // <|im_start|>
+  EXPECT_EQ(ids.front(), 1);   // <|im_start|>
   EXPECT_EQ(ids.back(), 198);  // "\n" after "assistant"
 }
 

@@ -19,7 +19,8 @@ using Words = std::vector<std::string>;
 TEST(PreTokenizeTest, SmolLmSplitsEveryDigit) {
   EXPECT_EQ(PreTokenize("I'm 12 years", PreTokenizerKind::kSmolLm),
             (Words{"I", "'m", " ", "1", "2", " years"}));
-  EXPECT_EQ(PreTokenize("x=3.14", PreTokenizerKind::kSmolLm), (Words{"x", "=", "3", ".", "1", "4"}));
+  EXPECT_EQ(PreTokenize("x=3.14", PreTokenizerKind::kSmolLm),
+            (Words{"x", "=", "3", ".", "1", "4"}));
   // Non-ASCII numbers too (Arabic-Indic digits, superscript two, Roman numeral twelve).
   EXPECT_EQ(PreTokenize("\xd9\xa1\xd9\xa2\xc2\xb2\xe2\x85\xab", PreTokenizerKind::kSmolLm),
             (Words{"\xd9\xa1", "\xd9\xa2", "\xc2\xb2", "\xe2\x85\xab"}));
@@ -30,8 +31,8 @@ TEST(PreTokenizeTest, SmolLmSplitsEveryDigit) {
 
 TEST(PreTokenizeTest, Gpt2Contractions) {
   EXPECT_EQ(PreTokenize("they're we've I'll he'd it's don't I'm", PreTokenizerKind::kGpt2),
-            (Words{"they", "'re", " we", "'ve", " I", "'ll", " he", "'d", " it", "'s", " don",
-                   "'t", " I", "'m"}));
+            (Words{"they", "'re", " we", "'ve", " I", "'ll", " he", "'d", " it", "'s", " don", "'t",
+                   " I", "'m"}));
   // Case-sensitive in GPT-2: "'S" is punctuation followed by a letter run.
   EXPECT_EQ(PreTokenize("IT'S", PreTokenizerKind::kGpt2), (Words{"IT", "'", "S"}));
   EXPECT_EQ(PreTokenize("'x", PreTokenizerKind::kGpt2), (Words{"'", "x"}));
@@ -56,13 +57,16 @@ TEST(PreTokenizeTest, Gpt2PunctuationAndScripts) {
   EXPECT_EQ(PreTokenize("foo(bar, \"baz\")!!", PreTokenizerKind::kGpt2),
             (Words{"foo", "(", "bar", ",", " \"", "baz", "\")!!"}));
   // Cyrillic letters with a space; CJK letters; a combining mark is not a letter.
-  EXPECT_EQ(PreTokenize("\xd0\xbf\xd1\x80\xd0\xb8 \xd0\xb2\xd0\xb5\xd1\x82", PreTokenizerKind::kGpt2),
-            (Words{"\xd0\xbf\xd1\x80\xd0\xb8", " \xd0\xb2\xd0\xb5\xd1\x82"}));
+  EXPECT_EQ(
+      PreTokenize("\xd0\xbf\xd1\x80\xd0\xb8 \xd0\xb2\xd0\xb5\xd1\x82", PreTokenizerKind::kGpt2),
+      (Words{"\xd0\xbf\xd1\x80\xd0\xb8", " \xd0\xb2\xd0\xb5\xd1\x82"}));
   EXPECT_EQ(PreTokenize("e\xcc\x81t", PreTokenizerKind::kGpt2), (Words{"e", "\xcc\x81", "t"}));
 }
 
 TEST(PreTokenizeTest, InvalidUtf8BecomesReplacementCharacter) {
-  EXPECT_EQ(PreTokenize("a\xff" "b", PreTokenizerKind::kGpt2),
+  EXPECT_EQ(PreTokenize("a\xff"
+                        "b",
+                        PreTokenizerKind::kGpt2),
             (Words{"a", "\xef\xbf\xbd", "b"}));
   // Truncated 3-byte sequence at the end: each byte is replaced on its own.
   EXPECT_EQ(PreTokenize("\xe4\xb8", PreTokenizerKind::kGpt2), (Words{"\xef\xbf\xbd\xef\xbf\xbd"}));
@@ -98,7 +102,9 @@ Tokenizer::Vocab TinyVocab() {
     v.tokens.push_back(bytes.byte_to_utf8[b]);
     v.token_types.push_back(1);
   }
-  for (const char* t : {"ab", "bc", "abc", "aa", "\xc4\xa0" "a"}) {  // \xc4\xa0 = byte-level space
+  for (const char* t : {"ab", "bc", "abc", "aa",
+                        "\xc4\xa0"
+                        "a"}) {  // \xc4\xa0 = byte-level space
     v.tokens.push_back(t);
     v.token_types.push_back(1);
   }
