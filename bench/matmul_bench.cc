@@ -1,6 +1,7 @@
 // MatMul on the default model's shapes (SmolLM2-135M: Q4_1 block weights, Q8_0 tied output).
 //   build-k1/bench/matmul_bench --benchmark_min_time=0.2
-// Counters (wall time): GB/s of weight bytes streamed, tokens/s, GMAC/s. KVTIER_CPU_LEVEL=avx2|scalar compares levels.
+// Counters (wall time): GB/s of weight bytes streamed, tokens/s, GMAC/s.
+// KVTIER_CPU_LEVEL=avx2|scalar compares levels.
 #include <benchmark/benchmark.h>
 
 #include <random>

@@ -39,7 +39,7 @@ int RoundToInt(float x) { return static_cast<int>(std::lrintf(x)); }
 // ---- F16 with F16C ------------------------------------------------------------------------
 #if defined(__x86_64__)
 __attribute__((target("avx2,f16c"))) void F16ToF32RowF16C(const uint16_t* src, float* dst,
-                                                         int64_t n) {
+                                                          int64_t n) {
   int64_t i = 0;
   for (; i + 8 <= n; i += 8) {
     const __m128i h = _mm_loadu_si128(reinterpret_cast<const __m128i*>(src + i));

@@ -154,8 +154,9 @@ void MatMul(const WeightView& w, const float* x, int64_t n_tokens, float* y, Thr
 
 void GetRow(const WeightView& w, int64_t row, float* out) {
   KVTIER_CHECK(row >= 0 && row < w.rows);
-  DequantizeRow(w.type, static_cast<const uint8_t*>(w.data) + static_cast<size_t>(row) * w.row_bytes,
-                out, w.cols);
+  DequantizeRow(w.type,
+                static_cast<const uint8_t*>(w.data) + static_cast<size_t>(row) * w.row_bytes, out,
+                w.cols);
 }
 
 const char* CpuKernelLevel() { return internal::CpuLevelName(internal::ActiveCpuLevel()); }

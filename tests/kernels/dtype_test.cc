@@ -245,9 +245,9 @@ TEST(DTypeTest, QuantizeRoundTrip) {
     DType type;
     double max_rel_rms;
   };
-  const Bound bounds[] = {{DType::kF32, 0.0},    {DType::kF16, 1e-3},  {DType::kBF16, 5e-3},
-                          {DType::kQ8_0, 0.01},  {DType::kQ4_0, 0.12}, {DType::kQ4_1, 0.1},
-                          {DType::kQ6_K, 0.04},  {DType::kQ4_K, 0.12}};
+  const Bound bounds[] = {{DType::kF32, 0.0},   {DType::kF16, 1e-3},  {DType::kBF16, 5e-3},
+                          {DType::kQ8_0, 0.01}, {DType::kQ4_0, 0.12}, {DType::kQ4_1, 0.1},
+                          {DType::kQ6_K, 0.04}, {DType::kQ4_K, 0.12}};
   std::mt19937 rng(11);
   std::normal_distribution<float> dist(0.3f, 1.0f);
   const int64_t n = 1024;

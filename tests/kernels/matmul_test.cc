@@ -135,8 +135,8 @@ TEST_P(MatMulTest, MatchesDequantizedReference) {
         if (bound > 1e-5) {
           // The integer paths are exact up to float rounding once the activations are rounded
           // the documented way (blocks of 32, or of 256 for the K-quants).
-          const double qerr = RelativeL2(m, FakeQuantize8(x, std::max<int64_t>(32, block)),
-                                         n_tokens, y);
+          const double qerr =
+              RelativeL2(m, FakeQuantize8(x, std::max<int64_t>(32, block)), n_tokens, y);
           EXPECT_LT(qerr, 1e-5) << GetDTypeInfo(type).name << " level " << CpuKernelLevel()
                                 << " tokens " << n_tokens << " threads " << pool->size();
         }

@@ -73,7 +73,8 @@ KVTIER_AVX2 void QuantizeActsAvx2(const float* x, int64_t n_tokens, int64_t cols
         bsum16[g] = static_cast<int16_t>(g0);
         bsum16[g + 1] = static_cast<int16_t>(g1);
         sum += g0 + g1;
-        const __m256i p16 = _mm256_packs_epi16(_mm256_packs_epi32(i0, i1), _mm256_packs_epi32(i2, i3));
+        const __m256i p16 =
+            _mm256_packs_epi16(_mm256_packs_epi32(i0, i1), _mm256_packs_epi32(i2, i3));
         const __m256i bytes = _mm256_permutevar8x32_epi32(p16, perm);
         _mm256_storeu_si256(reinterpret_cast<__m256i*>(qb + i), _mm256_xor_si256(bytes, flip));
       }
@@ -103,8 +104,8 @@ KVTIER_AVX2_INLINE __m256i LoadWeights32(const uint8_t* blk) {
 
 // out[t * R + r] = row r . token (t0 + t)
 template <DType kType, int R, int T>
-KVTIER_AVX2 void TileQ32(const uint8_t* const* wrow, int64_t nb, const QuantizedActs& a,
-                         int64_t t0, float* out) {
+KVTIER_AVX2 void TileQ32(const uint8_t* const* wrow, int64_t nb, const QuantizedActs& a, int64_t t0,
+                         float* out) {
   constexpr int kBB = BlockBytes<kType>();
   const int64_t cols = a.cols;
   const __m256i ones = _mm256_set1_epi16(1);
@@ -280,12 +281,11 @@ KVTIER_AVX2 void TileQ6K(const uint8_t* wrow, int64_t nsb, const QuantizedActs& 
                               _mm256_and_si256(_mm256_srli_epi16(qh, 2), bits45));
       for (int k = 0; k < 4; ++k) {
         const int8_t* sc = blk->scales + 8 * h + 2 * k;
-        const __m256i scv =
-            _mm256_set_m128i(_mm_set1_epi16(sc[1]), _mm_set1_epi16(sc[0]));
+        const __m256i scv = _mm256_set_m128i(_mm_set1_epi16(sc[1]), _mm_set1_epi16(sc[0]));
 #pragma GCC unroll 8
         for (int t = 0; t < T; ++t) {
-          const __m256i av = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(
-              a.q + (t0 + t) * cols + i * 256 + 128 * h + 32 * k));
+          const __m256i av = _mm256_loadu_si256(
+              reinterpret_cast<const __m256i*>(a.q + (t0 + t) * cols + i * 256 + 128 * h + 32 * k));
           isum[t] =
               _mm256_add_epi32(isum[t], _mm256_madd_epi16(_mm256_maddubs_epi16(qv[k], av), scv));
         }
@@ -314,11 +314,10 @@ KVTIER_AVX2_INLINE __m256 LoadF8(const uint8_t* row, int64_t c) {
   if constexpr (kType == DType::kF32) {
     return _mm256_loadu_ps(reinterpret_cast<const float*>(row) + c);
   } else if constexpr (kType == DType::kF16) {
-    return _mm256_cvtph_ps(
-        _mm_loadu_si128(reinterpret_cast<const __m128i*>(row + 2 * c)));
+    return _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(row + 2 * c)));
   } else {
-    const __m256i v = _mm256_cvtepu16_epi32(
-        _mm_loadu_si128(reinterpret_cast<const __m128i*>(row + 2 * c)));
+    const __m256i v =
+        _mm256_cvtepu16_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(row + 2 * c)));
     return _mm256_castsi256_ps(_mm256_slli_epi32(v, 16));
   }
 }
@@ -406,23 +405,23 @@ struct FloatTile {
   }
 };
 
-KVTIER_AVX2 void RowsQ4K(const WeightView& w, const float* x, const QuantizedActs& a, int64_t row_begin,
-             int64_t row_end, float* y) {
+KVTIER_AVX2 void RowsQ4K(const WeightView& w, const float* x, const QuantizedActs& a,
+                         int64_t row_begin, int64_t row_end, float* y) {
   const int64_t nsb = w.cols / 256;
   RunRowTiles(w, row_begin, row_end, a.n_tokens, y, Q4KTile<1>{&a, nsb}, Q4KTile<2>{&a, nsb},
               Q4KTile<3>{&a, nsb}, Q4KTile<4>{&a, nsb});
 }
 
-KVTIER_AVX2 void RowsQ6K(const WeightView& w, const float* x, const QuantizedActs& a, int64_t row_begin,
-             int64_t row_end, float* y) {
+KVTIER_AVX2 void RowsQ6K(const WeightView& w, const float* x, const QuantizedActs& a,
+                         int64_t row_begin, int64_t row_end, float* y) {
   const int64_t nsb = w.cols / 256;
   RunRowTiles(w, row_begin, row_end, a.n_tokens, y, Q6KTile<1>{&a, nsb}, Q6KTile<2>{&a, nsb},
               Q6KTile<3>{&a, nsb}, Q6KTile<4>{&a, nsb});
 }
 
 template <DType kType>
-KVTIER_AVX2 void RowsFloat(const WeightView& w, const float* x, const QuantizedActs& a, int64_t row_begin,
-               int64_t row_end, float* y) {
+KVTIER_AVX2 void RowsFloat(const WeightView& w, const float* x, const QuantizedActs& a,
+                           int64_t row_begin, int64_t row_end, float* y) {
   RunRowTiles(w, row_begin, row_end, a.n_tokens, y, FloatTile<kType, 1>{x, w.cols},
               FloatTile<kType, 2>{x, w.cols}, FloatTile<kType, 3>{x, w.cols},
               FloatTile<kType, 4>{x, w.cols});

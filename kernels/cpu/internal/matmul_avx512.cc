@@ -24,14 +24,13 @@
 #endif
 
 #define KVTIER_AVX512 __attribute__((target("avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")))
-#define KVTIER_AVX512_INLINE                                                         \
+#define KVTIER_AVX512_INLINE                                                   \
   __attribute__((target("avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c"), \
                  always_inline)) inline
 
 namespace kvtier::kernels::internal {
 namespace {
 
-constexpr int kR = 2;     // rows per tile
 constexpr int kMaxT = 8;  // tokens per tile
 
 template <DType kType>
@@ -105,9 +104,9 @@ template <DType kType, int R, int T>
 KVTIER_AVX512 void TileQ32(const uint8_t* const* wrow, int64_t nb, const QuantizedActs& a,
                            int64_t t0, float* out) {
   constexpr int kBB = BlockBytes<kType>();
-  const __m512i gidx = _mm512_mullo_epi32(
-      _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
-      _mm512_set1_epi32(kBB));
+  const __m512i gidx =
+      _mm512_mullo_epi32(_mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
+                         _mm512_set1_epi32(kBB));
   __m512 acc[R][T];
 #pragma GCC unroll 8
   for (int r = 0; r < R; ++r) {
@@ -121,8 +120,8 @@ KVTIER_AVX512 void TileQ32(const uint8_t* const* wrow, int64_t nb, const Quantiz
     __m512 dblk[R], mblk[R];
 #pragma GCC unroll 8
     for (int r = 0; r < R; ++r) {
-      const __m512i g = _mm512_mask_i32gather_epi32(_mm512_setzero_si512(), bmask, gidx,
-                                                    wrow[r] + c0 * kBB, 1);
+      const __m512i g =
+          _mm512_mask_i32gather_epi32(_mm512_setzero_si512(), bmask, gidx, wrow[r] + c0 * kBB, 1);
       dblk[r] = _mm512_cvtph_ps(_mm512_cvtepi32_epi16(g));
       if constexpr (kType == DType::kQ4_1) {
         mblk[r] = _mm512_cvtph_ps(_mm512_cvtepi32_epi16(_mm512_srli_epi32(g, 16)));
@@ -179,9 +178,9 @@ KVTIER_AVX512 void RunTile(int tt, const uint8_t* const* wrow, int64_t nb, const
   }
 }
 
-template <DType kType>
-KVTIER_AVX512 void RowsQ32(const WeightView& w, const float* x, const QuantizedActs& a,
-                           int64_t row_begin, int64_t row_end, float* y) {
+template <DType kType, int kR>
+KVTIER_AVX512 void RowsQ32Tiled(const WeightView& w, const QuantizedActs& a, int64_t row_begin,
+                                int64_t row_end, float* y) {
   const int64_t nb = w.cols / 32;
   const auto* base = static_cast<const uint8_t*>(w.data);
   float out[kR * kMaxT];
@@ -194,12 +193,28 @@ KVTIER_AVX512 void RowsQ32(const WeightView& w, const float* x, const QuantizedA
       if (rr == kR) {
         RunTile<kType, kR>(tt, wrow, nb, a, t, out);
       } else {
-        RunTile<kType, 1>(tt, wrow, nb, a, t, out);
+        for (int i = 0; i < rr; ++i) RunTile<kType, 1>(tt, wrow + i, nb, a, t, out + i * tt);
+        for (int j = 0; j < tt; ++j) {
+          for (int i = 0; i < rr; ++i) y[(t + j) * w.rows + r + i] = out[i * tt + j];
+        }
+        continue;
       }
       for (int j = 0; j < tt; ++j) {
         for (int i = 0; i < rr; ++i) y[(t + j) * w.rows + r + i] = out[j * rr + i];
       }
     }
+  }
+}
+
+// Decode-sized batches (1-2 tokens) take 4 rows per tile: more independent weight streams and
+// the activation loads shared by 4 rows. Larger batches take 2 rows x 8 tokens.
+template <DType kType>
+KVTIER_AVX512 void RowsQ32(const WeightView& w, const float* x, const QuantizedActs& a,
+                           int64_t row_begin, int64_t row_end, float* y) {
+  if (a.n_tokens <= 2) {
+    RowsQ32Tiled<kType, 4>(w, a, row_begin, row_end, y);
+  } else {
+    RowsQ32Tiled<kType, 2>(w, a, row_begin, row_end, y);
   }
 }
 
