@@ -23,51 +23,51 @@ constexpr uint64_t kDefaultAlignment = 32;
 // Arrays of arrays are legal; a fuzzed file could nest them deeply enough to exhaust the stack.
 constexpr int kMaxArrayDepth = 8;
 // Smallest possible encodings, used to reject impossible counts before reserving memory.
-constexpr uint64_t kMinKvBytes = 8 + 4 + 1;         // key length, value type, a uint8 value
+constexpr uint64_t kMinKvBytes = 8 + 4 + 1;              // key length, value type, a uint8 value
 constexpr uint64_t kMinTensorInfoBytes = 8 + 4 + 4 + 8;  // name length, n_dims, type, offset
 
 // ggml type ids as GGUF files store them; block_elems == 0 marks an unassigned or removed id.
 constexpr std::array<GgmlTypeTraits, 40> kGgmlTypes = {{
-    {"f32", 1, 4},        // 0
-    {"f16", 1, 2},        // 1
-    {"q4_0", 32, 18},     // 2
-    {"q4_1", 32, 20},     // 3
-    {"q4_2", 0, 0},       // 4 (removed)
-    {"q4_3", 0, 0},       // 5 (removed)
-    {"q5_0", 32, 22},     // 6
-    {"q5_1", 32, 24},     // 7
-    {"q8_0", 32, 34},     // 8
-    {"q8_1", 32, 36},     // 9
-    {"q2_k", 256, 84},    // 10
-    {"q3_k", 256, 110},   // 11
-    {"q4_k", 256, 144},   // 12
-    {"q5_k", 256, 176},   // 13
-    {"q6_k", 256, 210},   // 14
-    {"q8_k", 256, 292},   // 15
-    {"iq2_xxs", 256, 66}, // 16
-    {"iq2_xs", 256, 74},  // 17
-    {"iq3_xxs", 256, 98}, // 18
-    {"iq1_s", 256, 50},   // 19
-    {"iq4_nl", 32, 18},   // 20
-    {"iq3_s", 256, 110},  // 21
-    {"iq2_s", 256, 82},   // 22
-    {"iq4_xs", 256, 136}, // 23
-    {"i8", 1, 1},         // 24
-    {"i16", 1, 2},        // 25
-    {"i32", 1, 4},        // 26
-    {"i64", 1, 8},        // 27
-    {"f64", 1, 8},        // 28
-    {"iq1_m", 256, 56},   // 29
-    {"bf16", 1, 2},       // 30
-    {"q4_0_4_4", 0, 0},   // 31 (removed)
-    {"q4_0_4_8", 0, 0},   // 32 (removed)
-    {"q4_0_8_8", 0, 0},   // 33 (removed)
-    {"tq1_0", 256, 54},   // 34
-    {"tq2_0", 256, 66},   // 35
-    {"iq4_nl_4_4", 0, 0}, // 36 (removed)
-    {"iq4_nl_4_8", 0, 0}, // 37 (removed)
-    {"iq4_nl_8_8", 0, 0}, // 38 (removed)
-    {"mxfp4", 32, 17},    // 39
+    {"f32", 1, 4},         // 0
+    {"f16", 1, 2},         // 1
+    {"q4_0", 32, 18},      // 2
+    {"q4_1", 32, 20},      // 3
+    {"q4_2", 0, 0},        // 4 (removed)
+    {"q4_3", 0, 0},        // 5 (removed)
+    {"q5_0", 32, 22},      // 6
+    {"q5_1", 32, 24},      // 7
+    {"q8_0", 32, 34},      // 8
+    {"q8_1", 32, 36},      // 9
+    {"q2_k", 256, 84},     // 10
+    {"q3_k", 256, 110},    // 11
+    {"q4_k", 256, 144},    // 12
+    {"q5_k", 256, 176},    // 13
+    {"q6_k", 256, 210},    // 14
+    {"q8_k", 256, 292},    // 15
+    {"iq2_xxs", 256, 66},  // 16
+    {"iq2_xs", 256, 74},   // 17
+    {"iq3_xxs", 256, 98},  // 18
+    {"iq1_s", 256, 50},    // 19
+    {"iq4_nl", 32, 18},    // 20
+    {"iq3_s", 256, 110},   // 21
+    {"iq2_s", 256, 82},    // 22
+    {"iq4_xs", 256, 136},  // 23
+    {"i8", 1, 1},          // 24
+    {"i16", 1, 2},         // 25
+    {"i32", 1, 4},         // 26
+    {"i64", 1, 8},         // 27
+    {"f64", 1, 8},         // 28
+    {"iq1_m", 256, 56},    // 29
+    {"bf16", 1, 2},        // 30
+    {"q4_0_4_4", 0, 0},    // 31 (removed)
+    {"q4_0_4_8", 0, 0},    // 32 (removed)
+    {"q4_0_8_8", 0, 0},    // 33 (removed)
+    {"tq1_0", 256, 54},    // 34
+    {"tq2_0", 256, 66},    // 35
+    {"iq4_nl_4_4", 0, 0},  // 36 (removed)
+    {"iq4_nl_4_8", 0, 0},  // 37 (removed)
+    {"iq4_nl_8_8", 0, 0},  // 38 (removed)
+    {"mxfp4", 32, 17},     // 39
 }};
 
 constexpr uint32_t kGgmlF32 = 0, kGgmlF16 = 1, kGgmlQ4_0 = 2, kGgmlQ4_1 = 3, kGgmlQ8_0 = 8,
@@ -512,8 +512,7 @@ Status GgufFile::Parse() {
       return UnimplementedError("gguf: big-endian file (version " + Str(swapped) +
                                 " stored big-endian) is not supported");
     }
-    return UnimplementedError("gguf: unsupported version " + Str(version_) +
-                              " (expected 2 or 3)");
+    return UnimplementedError("gguf: unsupported version " + Str(version_) + " (expected 2 or 3)");
   }
   uint64_t tensor_count = 0;
   uint64_t kv_count = 0;
@@ -553,12 +552,11 @@ Status GgufFile::Parse() {
   if (const GgufValue* a = Find("general.alignment")) {
     const std::optional<int64_t> v = a->AsInt();
     if (!v.has_value()) {
-      return Corrupt("general.alignment must be an integer (it is " + GgufTypeName(a->type) +
-                     ")");
+      return Corrupt("general.alignment must be an integer (it is " + GgufTypeName(a->type) + ")");
     }
     if (*v <= 0 || *v > (int64_t{1} << 31) || (*v & (*v - 1)) != 0) {
-      return Corrupt("general.alignment must be a nonzero power of two (got " +
-                     std::to_string(*v) + ")");
+      return Corrupt("general.alignment must be a nonzero power of two (got " + std::to_string(*v) +
+                     ")");
     }
     alignment_ = static_cast<uint64_t>(*v);
   }
@@ -626,8 +624,8 @@ Status GgufFile::Parse() {
     if (t.offset > data_bytes || t.size_bytes > data_bytes - t.offset) {
       return Corrupt("tensor " + Quote(t.name) + ": data at offset " + Str(t.offset) + " (+" +
                      Str(t.size_bytes) + " bytes) runs past the end of the data section (" +
-                     Str(data_bytes) + " bytes at offset " + Str(data_start) +
-                     ", file size " + Str(size_) + ")");
+                     Str(data_bytes) + " bytes at offset " + Str(data_start) + ", file size " +
+                     Str(size_) + ")");
     }
     t.data = base_ + data_start + t.offset;
   }
@@ -721,8 +719,7 @@ Result<std::vector<double>> GgufFile::GetFloatArray(std::string_view key) const 
   const GgufValue* v = Find(key);
   if (v == nullptr) return KeyNotFound(key);
   const GgufArray* a = v->AsArray();
-  if (a == nullptr ||
-      !(IsFloatType(v->array_elem_type) || IsIntegerType(v->array_elem_type))) {
+  if (a == nullptr || !(IsFloatType(v->array_elem_type) || IsIntegerType(v->array_elem_type))) {
     return WrongType(key, *v, "an array of numbers");
   }
   std::vector<double> out;

@@ -50,20 +50,20 @@ struct GgufValue {
   std::variant<uint64_t, int64_t, double, bool, std::string, GgufArray> v;
   GgufType array_elem_type = GgufType::kUint8;  // for kArray
 
-  std::optional<int64_t> AsInt() const;      // any integer type (uint64 > INT64_MAX -> nullopt)
-  std::optional<double> AsFloat() const;     // float32/64 and integers
+  std::optional<int64_t> AsInt() const;   // any integer type (uint64 > INT64_MAX -> nullopt)
+  std::optional<double> AsFloat() const;  // float32/64 and integers
   std::optional<bool> AsBool() const;
-  const std::string* AsString() const;       // nullptr unless kString
-  const GgufArray* AsArray() const;          // nullptr unless kArray
+  const std::string* AsString() const;  // nullptr unless kString
+  const GgufArray* AsArray() const;     // nullptr unless kArray
 };
 
 struct GgufTensorInfo {
   std::string name;
-  std::vector<int64_t> dims;  // ne[0] first (ne[0] = row length, contiguous)
-  uint32_t ggml_type = 0;     // the file's type id
+  std::vector<int64_t> dims;                    // ne[0] first (ne[0] = row length, contiguous)
+  uint32_t ggml_type = 0;                       // the file's type id
   kernels::DType dtype = kernels::DType::kF32;  // valid when supported == true
-  bool supported = false;     // one of F32, F16, BF16, Q8_0, Q4_0, Q4_1, Q6_K, Q4_K
-  uint64_t offset = 0;        // relative to the data section
+  bool supported = false;  // one of F32, F16, BF16, Q8_0, Q4_0, Q4_1, Q6_K, Q4_K
+  uint64_t offset = 0;     // relative to the data section
   uint64_t size_bytes = 0;
   const uint8_t* data = nullptr;  // into the mapping
   int64_t NumElements() const;

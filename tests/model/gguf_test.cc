@@ -174,9 +174,9 @@ TEST(GgufTest, RoundTripEveryMetadataType) {
   t.v = true;
   f.v = false;
   w.SetValue("bools", Arr(GgufType::kBool, {t, f, t}));
-  w.SetValue("nested", Arr(GgufType::kArray, {Arr(GgufType::kInt16, {SNum(GgufType::kInt16, -7)}),
-                                              Arr(GgufType::kString, {}),
-                                              Arr(GgufType::kArray, {Nested(2)})}));
+  w.SetValue("nested", Arr(GgufType::kArray,
+                           {Arr(GgufType::kInt16, {SNum(GgufType::kInt16, -7)}),
+                            Arr(GgufType::kString, {}), Arr(GgufType::kArray, {Nested(2)})}));
   w.SetValue("deep", Nested(8));
   w.SetString("str", std::string("h\xc3\xa9llo\0x", 8));  // replaces, not duplicates
 
@@ -265,9 +265,9 @@ struct TypeCase {
 TEST(GgufTest, RoundTripTensorsOfEverySupportedType) {
   using kernels::DType;
   const std::vector<TypeCase> cases = {
-      {DType::kF32, 0, 0.0},     {DType::kF16, 1, 1e-3},    {DType::kBF16, 30, 8e-3},
-      {DType::kQ8_0, 8, 0.01},   {DType::kQ4_0, 2, 0.15},   {DType::kQ4_1, 3, 0.1},
-      {DType::kQ6_K, 14, 0.05},  {DType::kQ4_K, 12, 0.15},
+      {DType::kF32, 0, 0.0},    {DType::kF16, 1, 1e-3},   {DType::kBF16, 30, 8e-3},
+      {DType::kQ8_0, 8, 0.01},  {DType::kQ4_0, 2, 0.15},  {DType::kQ4_1, 3, 0.1},
+      {DType::kQ6_K, 14, 0.05}, {DType::kQ4_K, 12, 0.15},
   };
   std::mt19937 rng(1234);
   std::uniform_real_distribution<float> dist(-1.0f, 1.0f);
@@ -662,10 +662,9 @@ TEST(GgufTest, WriteFuzzCorpus) {
   tensors.SetString("general.architecture", "test");
   std::vector<float> values(256);
   for (size_t i = 0; i < values.size(); ++i) values[i] = std::sin(static_cast<float>(i));
-  const kernels::DType types[] = {kernels::DType::kF32,  kernels::DType::kF16,
-                                  kernels::DType::kBF16, kernels::DType::kQ8_0,
-                                  kernels::DType::kQ4_0, kernels::DType::kQ4_1,
-                                  kernels::DType::kQ6_K, kernels::DType::kQ4_K};
+  const kernels::DType types[] = {
+      kernels::DType::kF32,  kernels::DType::kF16,  kernels::DType::kBF16, kernels::DType::kQ8_0,
+      kernels::DType::kQ4_0, kernels::DType::kQ4_1, kernels::DType::kQ6_K, kernels::DType::kQ4_K};
   for (kernels::DType t : types) {
     tensors.AddTensor(std::string(kernels::GetDTypeInfo(t).name), {256}, t, values);
   }
@@ -691,8 +690,7 @@ TEST(GgufTest, WriteFuzzCorpus) {
   llama.SetStringArray("tokenizer.ggml.merges", {"a b"});
   llama.AddTensor("token_embd.weight", {32, 4}, kernels::DType::kQ8_0,
                   std::vector<float>(values.begin(), values.begin() + 128));
-  llama.AddTensor("output_norm.weight", {32}, kernels::DType::kF32,
-                  std::vector<float>(32, 1.0f));
+  llama.AddTensor("output_norm.weight", {32}, kernels::DType::kF32, std::vector<float>(32, 1.0f));
   seeds.emplace_back("tiny_llama.gguf", llama);
 
   for (const auto& [name, writer] : seeds) {
