@@ -1,6 +1,6 @@
 // Paged attention on the CPU for the default model shape (9 query heads, 3 KV heads, head_dim
-// 64, 16-token pages), with 2 threads (and 1, for a steadier per-core figure): decode (1 query token) over 512/4096/16384 tokens of
-// context and causal prefill of 512/4096 tokens.
+// 64, 16-token pages), with 2 threads (and 1, for a steadier per-core figure): decode (1 query
+// token) over 512/4096/16384 tokens of context and causal prefill of 512/4096 tokens.
 //
 //   build/bench/attention_bench                       # the CPU's best SIMD level
 //   KVTIER_CPU_LEVEL=avx2 build/bench/attention_bench # force a lower level
@@ -70,8 +70,8 @@ void Run(benchmark::State& state, int n_ctx, int n_q, int n_threads) {
   ThreadPool threads(n_threads);
   const float scale = 0.125f;
   for (auto _ : state) {
-    PagedAttention(s.pool, s.pages, s.q.data(), s.q_pos.data(), n_q, kHeads, scale,
-                   s.out.data(), threads);
+    PagedAttention(s.pool, s.pages, s.q.data(), s.q_pos.data(), n_q, kHeads, scale, s.out.data(),
+                   threads);
     benchmark::DoNotOptimize(s.out.data());
     benchmark::ClobberMemory();
   }

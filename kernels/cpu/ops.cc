@@ -114,8 +114,7 @@ void AttnWorker(AttnPlan* plan) {
     int split = 0;
     const AttnItem item = ItemAt(*plan, index, &split);
     const int64_t slot = plan->n_items - 1 - index;
-    float* base =
-        plan->n_splits == 1 ? own.data() : plan->partials + slot * plan->item_floats;
+    float* base = plan->n_splits == 1 ? own.data() : plan->partials + slot * plan->item_floats;
     const AttnPartial part = PartialAt(base, rows_max, plan->head_dim);
     plan->table->attend(plan->problem, item, part);
     if (plan->n_splits == 1) Finish(*plan, item, part);
@@ -136,7 +135,8 @@ void MergeSplits(const AttnPlan& plan) {
     for (int r = 0; r < rows; ++r) {
       float m = -std::numeric_limits<float>::infinity();
       for (int s = 0; s < plan.n_splits; ++s) {
-        m = std::max(m, PartialAt(plan.partials + (base + s) * plan.item_floats, rows_max, d_dim).m[r]);
+        m = std::max(
+            m, PartialAt(plan.partials + (base + s) * plan.item_floats, rows_max, d_dim).m[r]);
       }
       std::fill(acc.begin(), acc.end(), 0.0f);
       float l = 0.0f;
@@ -266,8 +266,9 @@ void PagedAttention(const KvPool& pool, std::span<const PageRef> pages, const fl
     int32_t hi = std::numeric_limits<int32_t>::min();
     const int64_t t_end = std::min<int64_t>((b + 1) * plan.block_tokens, n_tokens);
     for (int64_t t = b * plan.block_tokens; t < t_end; ++t) hi = std::max(hi, q_pos[t]);
-    const auto it = std::upper_bound(pages.begin(), pages.end(), hi,
-                                     [](int32_t pos, const PageRef& p) { return pos < p.first_pos; });
+    const auto it =
+        std::upper_bound(pages.begin(), pages.end(), hi,
+                         [](int32_t pos, const PageRef& p) { return pos < p.first_pos; });
     block_end[b] = static_cast<int>(it - pages.begin());
     max_end = std::max(max_end, block_end[b]);
   }

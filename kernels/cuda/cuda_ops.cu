@@ -3,12 +3,12 @@
 // The kernels mirror the CPU ops (kernels/cpu/ops.cc) so results agree within float rounding:
 // RoPE uses the same double-precision angle; attention is an online softmax over pages, split
 // across blocks (split-k) for long contexts and merged by a second small kernel.
-#include "kernels/cuda/cuda_ops.h"
-
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
 
 #include <string>
+
+#include "kernels/cuda/cuda_ops.h"
 
 namespace kvtier::kernels::cuda {
 namespace {
@@ -91,7 +91,7 @@ __global__ void SwiGluKernel(const float* gate, const float* up, int64_t n, floa
 // s*kPagesPerSplit + w, + kAttnWarps, ...; lane owns dims lane + 32*k. Each warp keeps its own
 // online-softmax state; the block merges its warps, then either writes the normalised output
 // (one split) or the partial (m, l, o) for MergeSplitsKernel.
-__global__ void __launch_bounds__(kAttnWarps * kWarp)
+__global__ void __launch_bounds__(kAttnWarps* kWarp)
     DecodeAttentionKernel(const __half* pool_base, int page_tokens, int n_kv_heads, int head_dim,
                           const PageRef* pages, int n_pages, const float* q, int32_t q_pos,
                           int group, float scale, float* out, float* partials, int n_splits) {
@@ -181,8 +181,7 @@ __global__ void __launch_bounds__(kAttnWarps * kWarp)
 }
 
 // Grid n_heads, one thread per dim: combines the splits of one head.
-__global__ void MergeSplitsKernel(const float* partials, int n_splits, int head_dim,
-                                  float* out) {
+__global__ void MergeSplitsKernel(const float* partials, int n_splits, int head_dim, float* out) {
   const int h = blockIdx.x;
   const float* base = partials + static_cast<size_t>(h) * n_splits * (head_dim + 2);
   float mm = -INFINITY;
@@ -201,9 +200,13 @@ __global__ void MergeSplitsKernel(const float* partials, int n_splits, int head_
   }
 }
 
-int DecodeSplits(int n_pages) { return n_pages <= 0 ? 1 : (n_pages + kPagesPerSplit - 1) / kPagesPerSplit; }
+int DecodeSplits(int n_pages) {
+  return n_pages <= 0 ? 1 : (n_pages + kPagesPerSplit - 1) / kPagesPerSplit;
+}
 
-unsigned Blocks(int64_t n, int threads) { return static_cast<unsigned>((n + threads - 1) / threads); }
+unsigned Blocks(int64_t n, int threads) {
+  return static_cast<unsigned>((n + threads - 1) / threads);
+}
 
 }  // namespace
 
@@ -241,7 +244,7 @@ Status CudaRmsNorm(const float* d_x, const float* d_weight, int64_t n_tokens, in
   if (n_tokens < 0 || dim <= 0) return InvalidArgumentError("CudaRmsNorm: bad shape");
   if (n_tokens == 0) return Status::Ok();
   RmsNormKernel<<<static_cast<unsigned>(n_tokens), 256, 0, AsStream(stream)>>>(d_x, d_weight, dim,
-                                                                              eps, d_out);
+                                                                               eps, d_out);
   return LaunchStatus("CudaRmsNorm");
 }
 
@@ -254,7 +257,7 @@ Status CudaRopeInPlace(float* d_x, int64_t n_tokens, int n_heads, int head_dim,
   const int64_t n = n_tokens * n_heads * (head_dim / 2);
   if (n == 0) return Status::Ok();
   RopeKernel<<<Blocks(n, 256), 256, 0, AsStream(stream)>>>(d_x, n_tokens, n_heads, head_dim,
-                                                          d_positions, freq_base, freq_scale);
+                                                           d_positions, freq_base, freq_scale);
   return LaunchStatus("CudaRopeInPlace");
 }
 
@@ -275,7 +278,8 @@ Status CudaPagedAttentionDecode(const KvPool& pool, const PageRef* d_pages, int 
                                 const float* d_q, int32_t q_pos, int n_heads, float scale,
                                 float* d_out, void* d_workspace, void* stream) {
   if (pool.n_kv_heads <= 0 || n_heads <= 0 || n_heads % pool.n_kv_heads != 0) {
-    return InvalidArgumentError("CudaPagedAttentionDecode: n_heads must be a multiple of n_kv_heads");
+    return InvalidArgumentError(
+        "CudaPagedAttentionDecode: n_heads must be a multiple of n_kv_heads");
   }
   if (pool.head_dim <= 0 || pool.head_dim > kMaxHeadDim || pool.page_tokens <= 0) {
     return InvalidArgumentError("CudaPagedAttentionDecode: head_dim must be in [1, 256]");
@@ -287,8 +291,8 @@ Status CudaPagedAttentionDecode(const KvPool& pool, const PageRef* d_pages, int 
   }
   const dim3 grid(static_cast<unsigned>(n_heads), static_cast<unsigned>(splits));
   DecodeAttentionKernel<<<grid, kAttnWarps * kWarp, 0, AsStream(stream)>>>(
-      reinterpret_cast<const __half*>(pool.base), pool.page_tokens, pool.n_kv_heads,
-      pool.head_dim, d_pages, n_pages, d_q, q_pos, n_heads / pool.n_kv_heads, scale, d_out,
+      reinterpret_cast<const __half*>(pool.base), pool.page_tokens, pool.n_kv_heads, pool.head_dim,
+      d_pages, n_pages, d_q, q_pos, n_heads / pool.n_kv_heads, scale, d_out,
       static_cast<float*>(d_workspace), splits);
   RETURN_IF_ERROR(LaunchStatus("CudaPagedAttentionDecode"));
   if (splits > 1) {

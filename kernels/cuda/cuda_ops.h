@@ -40,8 +40,7 @@ Status CudaRmsNorm(const float* d_x, const float* d_weight, int64_t n_tokens, in
 // positions [n_tokens] int32 (device). The angle is computed in double and reduced modulo 2*pi
 // before a float sine/cosine, exactly as the CPU op does.
 Status CudaRopeInPlace(float* d_x, int64_t n_tokens, int n_heads, int head_dim,
-                       const int32_t* d_positions, float freq_base, float freq_scale,
-                       void* stream);
+                       const int32_t* d_positions, float freq_base, float freq_scale, void* stream);
 
 // out[i] = silu(gate[i]) * up[i]; out may alias gate. All [n] f32.
 Status CudaSwiGlu(const float* d_gate, const float* d_up, int64_t n, float* d_out, void* stream);

@@ -165,7 +165,8 @@ TEST_F(CudaOpsTest, PagedAttentionDecodeMatchesCpu) {
       pages.push_back({order[p], p * pool.page_tokens,
                        std::min(pool.page_tokens, c.n_ctx - p * pool.page_tokens)});
     }
-    for (int i = 0; i < c.n_ctx; ++i) slots[i] = {order[i / pool.page_tokens], i % pool.page_tokens, 1};
+    for (int i = 0; i < c.n_ctx; ++i)
+      slots[i] = {order[i / pool.page_tokens], i % pool.page_tokens, 1};
     const size_t row = static_cast<size_t>(c.n_kv_heads) * c.head_dim;
     auto k = NormalVec(c.n_ctx * row, rng);
     auto v = NormalVec(c.n_ctx * row, rng);
@@ -182,9 +183,9 @@ TEST_F(CudaOpsTest, PagedAttentionDecodeMatchesCpu) {
     DeviceBuffer dwork(CudaDecodeAttentionWorkspaceBytes(c.n_heads, c.head_dim, n_pages));
     KvPool dev = pool;
     dev.base = dpool.get<uint16_t>();
-    const Status s = CudaPagedAttentionDecode(dev, dpages.get<PageRef>(), n_pages, dq.get<float>(),
-                                              q_pos, c.n_heads, scale, dout.get<float>(),
-                                              dwork.get<void>(), nullptr);
+    const Status s =
+        CudaPagedAttentionDecode(dev, dpages.get<PageRef>(), n_pages, dq.get<float>(), q_pos,
+                                 c.n_heads, scale, dout.get<float>(), dwork.get<void>(), nullptr);
     ASSERT_TRUE(s.ok()) << s.ToString();
     ASSERT_TRUE(CudaSynchronize(nullptr).ok());
     EXPECT_LT(RowError(dout.ToHost<float>(), want, c.head_dim), 2e-5)
@@ -197,15 +198,15 @@ TEST_F(CudaOpsTest, PagedAttentionRejectsBadShapes) {
   KvPool pool;
   pool.n_kv_heads = 3;
   pool.head_dim = 64;
-  EXPECT_EQ(CudaPagedAttentionDecode(pool, nullptr, 0, nullptr, 0, 8, 1.0f, nullptr, nullptr,
-                                     nullptr)
-                .code(),
-            StatusCode::kInvalidArgument);
+  EXPECT_EQ(
+      CudaPagedAttentionDecode(pool, nullptr, 0, nullptr, 0, 8, 1.0f, nullptr, nullptr, nullptr)
+          .code(),
+      StatusCode::kInvalidArgument);
   pool.head_dim = 512;
-  EXPECT_EQ(CudaPagedAttentionDecode(pool, nullptr, 0, nullptr, 0, 9, 1.0f, nullptr, nullptr,
-                                     nullptr)
-                .code(),
-            StatusCode::kInvalidArgument);
+  EXPECT_EQ(
+      CudaPagedAttentionDecode(pool, nullptr, 0, nullptr, 0, 9, 1.0f, nullptr, nullptr, nullptr)
+          .code(),
+      StatusCode::kInvalidArgument);
 }
 
 #else  // !KVTIER_HAVE_CUDA

@@ -209,7 +209,8 @@ TEST_P(OpsTest, WriteKvLayoutIsByteExact) {
   for (int t = 0; t < n_tokens; ++t) {
     for (int h = 0; h < kv_heads; ++h) {
       for (int d = 0; d < head_dim; ++d) {
-        const size_t off = (static_cast<size_t>(h) * page_tokens + slots[t].first_pos) * head_dim + d;
+        const size_t off =
+            (static_cast<size_t>(h) * page_tokens + slots[t].first_pos) * head_dim + d;
         const size_t src = (static_cast<size_t>(t) * kv_heads + h) * head_dim + d;
         want[tp.pool.K(slots[t].page) - tp.pool.base + off] = F32ToF16(k[src]);
         want[tp.pool.V(slots[t].page) - tp.pool.base + off] = F32ToF16(v[src]);
@@ -437,8 +438,8 @@ TEST_P(OpsTest, PagedAttentionWithNothingVisibleWritesZeros) {
   s.q_pos[0] = 5;  // before every key
   std::vector<float> out(s.q.size(), 1.0f);
   ThreadPool pool(2);
-  PagedAttention(s.tp.pool, s.pages, s.q.data(), s.q_pos.data(), 1, c.n_heads, 0.125f,
-                 out.data(), pool);
+  PagedAttention(s.tp.pool, s.pages, s.q.data(), s.q_pos.data(), 1, c.n_heads, 0.125f, out.data(),
+                 pool);
   for (float x : out) EXPECT_EQ(x, 0.0f);
 }
 

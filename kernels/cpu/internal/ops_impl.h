@@ -244,7 +244,8 @@ void AttendFewRows(const AttnProblem& pb, const AttnItem& it, const AttnPartial&
       int c = 0;
       for (; c + kW <= d_dim; c += kW) {
         V acc = Isa::Mul(Isa::Load(orow + c), va);
-        for (int j = 0; j < n; ++j) acc = Isa::Fma(Isa::Set1(s[j]), Isa::Load(vf + j * d_dim + c), acc);
+        for (int j = 0; j < n; ++j)
+          acc = Isa::Fma(Isa::Set1(s[j]), Isa::Load(vf + j * d_dim + c), acc);
         Isa::Store(orow + c, acc);
       }
       for (; c < d_dim; ++c) {
@@ -272,7 +273,7 @@ void AttendManyRows(const AttnProblem& pb, const AttnItem& it, const AttnPartial
   const int rp = RoundUp<Isa>(rows, kW);
   const size_t qt_len = static_cast<size_t>(d_dim) * rp;
   float* qt = AttnScratch<Isa>(2 * qt_len + static_cast<size_t>(page_tokens) * rp +
-                          2 * static_cast<size_t>(page_tokens) * d_dim + 3 * rp);
+                               2 * static_cast<size_t>(page_tokens) * d_dim + 3 * rp);
   float* ot = qt + qt_len;
   float* st = ot + qt_len;
   float* kf = st + static_cast<size_t>(page_tokens) * rp;

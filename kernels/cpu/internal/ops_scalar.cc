@@ -9,11 +9,10 @@
 #include <limits>
 #include <vector>
 
+#include "kernels/cpu/internal/ops_impl.h"
 #include "kernels/cpu/internal/ops_table.h"
 #include "kernels/cpu/internal/simd.h"
 #include "kernels/fp16.h"
-
-#include "kernels/cpu/internal/ops_impl.h"
 
 namespace kvtier::kernels::internal {
 const OpsTable& ScalarOpsTable() { return impl::MakeTable<ScalarIsa>(); }

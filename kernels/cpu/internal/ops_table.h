@@ -7,8 +7,8 @@
 
 #include <cstdint>
 
-#include "kernels/cpu/ops.h"
 #include "kernels/cpu/internal/ops_level.h"
+#include "kernels/cpu/ops.h"
 
 namespace kvtier::kernels::internal {
 

@@ -30,9 +30,8 @@ inline constexpr float kExpLo = -88.0f;  // below about -87.3 the result flushes
 inline constexpr float kLog2e = 1.44269504088896341f;
 inline constexpr float kLn2Hi = 0.693359375f;  // ln 2 split so n*kLn2Hi is exact
 inline constexpr float kLn2Lo = -2.12194440e-4f;
-inline constexpr float kExpC[8] = {1.0f,           1.0f,           0.5f,
-                                   1.0f / 6.0f,    1.0f / 24.0f,   1.0f / 120.0f,
-                                   1.0f / 720.0f,  1.0f / 5040.0f};
+inline constexpr float kExpC[8] = {1.0f,         1.0f,          0.5f,          1.0f / 6.0f,
+                                   1.0f / 24.0f, 1.0f / 120.0f, 1.0f / 720.0f, 1.0f / 5040.0f};
 
 struct ScalarIsa {
   using V = float;
@@ -99,13 +98,14 @@ struct Avx2Isa {
   }
   KVTIER_AVX2_FN V Exp(V x) {
     x = _mm256_min_ps(_mm256_max_ps(x, Set1(kExpLo)), Set1(kExpHi));
-    const V n = _mm256_round_ps(Mul(x, Set1(kLog2e)), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    const V n =
+        _mm256_round_ps(Mul(x, Set1(kLog2e)), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
     V r = _mm256_fnmadd_ps(n, Set1(kLn2Hi), x);
     r = _mm256_fnmadd_ps(n, Set1(kLn2Lo), r);
     V p = Set1(kExpC[7]);
     for (int i = 6; i >= 0; --i) p = Fma(p, r, Set1(kExpC[i]));
-    const __m256i e = _mm256_slli_epi32(
-        _mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23);
+    const __m256i e =
+        _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23);
     return Mul(p, _mm256_castsi256_ps(e));
   }
 };
@@ -134,25 +134,27 @@ struct Avx512Isa {
     return _mm512_mask_blend_ps(_mm512_cmp_ps_mask(a, b, _CMP_LT_OQ), y, x);
   }
   KVTIER_AVX512_FN float ReduceAdd(V v) {
-    const __m256 h = _mm256_add_ps(_mm512_castps512_ps256(v),
-                                   _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(v), 1)));
+    const __m256 h =
+        _mm256_add_ps(_mm512_castps512_ps256(v),
+                      _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(v), 1)));
     return Avx2Isa::ReduceAdd(h);
   }
   KVTIER_AVX512_FN float ReduceMax(V v) {
-    const __m256 h = _mm256_max_ps(_mm512_castps512_ps256(v),
-                                   _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(v), 1)));
+    const __m256 h =
+        _mm256_max_ps(_mm512_castps512_ps256(v),
+                      _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(v), 1)));
     return Avx2Isa::ReduceMax(h);
   }
   KVTIER_AVX512_FN V Exp(V x) {
     x = _mm512_min_ps(_mm512_max_ps(x, Set1(kExpLo)), Set1(kExpHi));
-    const V n = _mm512_roundscale_ps(Mul(x, Set1(kLog2e)),
-                                     _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    const V n =
+        _mm512_roundscale_ps(Mul(x, Set1(kLog2e)), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
     V r = _mm512_fnmadd_ps(n, Set1(kLn2Hi), x);
     r = _mm512_fnmadd_ps(n, Set1(kLn2Lo), r);
     V p = Set1(kExpC[7]);
     for (int i = 6; i >= 0; --i) p = Fma(p, r, Set1(kExpC[i]));
-    const __m512i e = _mm512_slli_epi32(
-        _mm512_add_epi32(_mm512_cvtps_epi32(n), _mm512_set1_epi32(127)), 23);
+    const __m512i e =
+        _mm512_slli_epi32(_mm512_add_epi32(_mm512_cvtps_epi32(n), _mm512_set1_epi32(127)), 23);
     return Mul(p, _mm512_castsi512_ps(e));
   }
 };
