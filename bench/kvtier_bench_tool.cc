@@ -1,6 +1,7 @@
 // kvtier_bench_tool — kvtier's side of the comparisons with llama.cpp (bench/compare-llamacpp).
 //
-//   kvtier_bench_tool logits   --model M --input windows.json   -> per-position argmax ids
+//   kvtier_bench_tool logits   --model M --input windows.json [--dump F]
+//                                          -> per-position argmax ids (F: raw f32 logits, window 0)
 //   kvtier_bench_tool generate --model M --input prompts.json --max-tokens N
 //                                                                -> greedy token ids (raw prompts)
 //   kvtier_bench_tool speed    --model M --prompt-tokens P --gen G [--repeat R]
@@ -57,6 +58,11 @@ int main(int argc, char** argv) {
         std::vector<int32_t> ids = window.get<std::vector<int32_t>>();
         auto logits = engine.AllLogits(ids);
         if (!logits.ok()) return Fail(logits.status().ToString());
+        if (opt.count("dump") && out.empty()) {  // raw logits of the first window
+          std::ofstream dump(opt["dump"], std::ios::binary);
+          dump.write(reinterpret_cast<const char*>(logits->data()),
+                     static_cast<std::streamsize>(logits->size() * sizeof(float)));
+        }
         std::vector<int32_t> top;
         for (size_t t = 0; t < ids.size(); ++t) {
           top.push_back(kvtier::engine::Sampler::Argmax(

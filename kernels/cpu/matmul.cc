@@ -2,6 +2,7 @@
 // kernels/cpu/internal/matmul_{scalar,avx2,avx512}.cc.
 #include <algorithm>
 #include <atomic>
+#include <cmath>
 #include <cstdlib>
 #include <cstring>
 #include <vector>
@@ -9,6 +10,7 @@
 #include "base/status.h"
 #include "kernels/cpu/internal/matmul_kernels.h"
 #include "kernels/cpu/ops.h"
+#include "kernels/fp16.h"
 
 namespace kvtier::kernels {
 namespace internal {
@@ -125,6 +127,18 @@ void MatMul(const WeightView& w, const float* x, int64_t n_tokens, float* y, Thr
     float* s = internal::Grow(scratch.s, n_tokens * nblk);
     int16_t* bsum16 = internal::Grow(scratch.bsum16, n_tokens * w.cols / 16);
     k.quantize(x, n_tokens, w.cols, k.act_block, k.offset_u8, q, d, s, bsum16);
+    if (k.act_block == 32) {
+      // Blocks of 32 keep their scale in f16 as ggml's Q8_0/Q8_1 activation blocks do, and for
+      // Q4_1 weights (Q8_1 activations) the scaled sum too: the same rounding as llama.cpp, so
+      // the two stay as close as float order allows (BENCHMARKS.md, logits agreement).
+      const bool round_sums = w.type == DType::kQ4_1;
+      for (int64_t i = 0; i < n_tokens * nblk; ++i) {
+        const float d32 = d[i];
+        const float sum = d32 > 0.0f ? std::nearbyint(s[i] / d32) : 0.0f;  // an exact integer
+        d[i] = F16ToF32(F32ToF16(d32));
+        s[i] = round_sums ? F16ToF32(F32ToF16(d32 * sum)) : d[i] * sum;
+      }
+    }
     acts.q = q;
     acts.d = d;
     acts.s = s;
