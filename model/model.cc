@@ -299,9 +299,9 @@ Status ForwardPass::RunBatch(std::span<const int32_t> tokens, int32_t n_past, co
     kernels::RmsNorm(x_.data(), w.attn_norm.data(), n, dim, c.rms_eps, h_.data());
     profile_.other_ms += MsSince(t0);
     t0 = Clock::now();
-    kernels::MatMul(w.wq, h_.data(), n, q_.data(), threads_);
-    kernels::MatMul(w.wk, h_.data(), n, k_.data(), threads_);
-    kernels::MatMul(w.wv, h_.data(), n, v_.data(), threads_);
+    const kernels::WeightView qkv[3] = {w.wq, w.wk, w.wv};
+    float* const qkv_out[3] = {q_.data(), k_.data(), v_.data()};
+    kernels::MatMulMany(qkv, h_.data(), n, qkv_out, threads_);
     profile_.matmul_ms += MsSince(t0);
 
     t0 = Clock::now();
@@ -334,8 +334,9 @@ Status ForwardPass::RunBatch(std::span<const int32_t> tokens, int32_t n_past, co
     profile_.other_ms += MsSince(t0);
 
     t0 = Clock::now();
-    kernels::MatMul(w.w_gate, h_.data(), n, gate_.data(), threads_);
-    kernels::MatMul(w.w_up, h_.data(), n, up_.data(), threads_);
+    const kernels::WeightView gate_up[2] = {w.w_gate, w.w_up};
+    float* const gate_up_out[2] = {gate_.data(), up_.data()};
+    kernels::MatMulMany(gate_up, h_.data(), n, gate_up_out, threads_);
     profile_.matmul_ms += MsSince(t0);
     t0 = Clock::now();
     kernels::SwiGlu(gate_.data(), up_.data(), n * ffn, gate_.data());

@@ -106,12 +106,26 @@ const char* CpuLevelName(CpuLevel level) {
 
 }  // namespace internal
 
-void MatMul(const WeightView& w, const float* x, int64_t n_tokens, float* y, ThreadPool& pool) {
+void MatMulMany(std::span<const WeightView> ws, const float* x, int64_t n_tokens,
+                std::span<float* const> ys, ThreadPool& pool) {
   using internal::QuantizedActs;
-  KVTIER_CHECK(n_tokens >= 0 && w.rows >= 0);
-  KVTIER_CHECK(w.cols % GetDTypeInfo(w.type).block_elems == 0);
-  KVTIER_CHECK(w.row_bytes == RowBytes(w.type, w.cols));
-  if (n_tokens == 0 || w.rows == 0) return;
+  KVTIER_CHECK(ws.size() == ys.size());
+  if (ws.empty() || n_tokens == 0) return;
+  const WeightView& w = ws[0];
+  int64_t total_rows = 0;
+  for (const WeightView& v : ws) {
+    KVTIER_CHECK(n_tokens >= 0 && v.rows >= 0);
+    KVTIER_CHECK(v.cols % GetDTypeInfo(v.type).block_elems == 0);
+    KVTIER_CHECK(v.row_bytes == RowBytes(v.type, v.cols));
+    KVTIER_CHECK(v.cols == w.cols);
+    if (v.type != w.type) {  // different kernels: one call each
+      for (size_t i = 0; i < ws.size(); ++i)
+        MatMulMany(ws.subspan(i, 1), x, n_tokens, ys.subspan(i, 1), pool);
+      return;
+    }
+    total_rows += v.rows;
+  }
+  if (total_rows == 0) return;
 
   const internal::KernelChoice k = internal::Choose(internal::ActiveCpuLevel(), w.type);
   QuantizedActs acts;
@@ -160,10 +174,21 @@ void MatMul(const WeightView& w, const float* x, int64_t n_tokens, float* y, Thr
       acts.d_exp = de;
     }
   }
-  // Rows per thread: enough work to be worth a wake-up (about 64K multiply-adds).
+  // Rows per thread: enough work to be worth a wake-up (about 64K multiply-adds). The rows of
+  // all matrices form one range, so one fork-join covers them all.
   const int64_t grain = std::max<int64_t>(8, 65536 / std::max<int64_t>(1, w.cols * n_tokens));
-  pool.ParallelFor(w.rows, grain,
-                   [&](int64_t begin, int64_t end) { k.kernel(w, x, acts, begin, end, y); });
+  pool.ParallelFor(total_rows, grain, [&](int64_t begin, int64_t end) {
+    int64_t offset = 0;
+    for (size_t i = 0; i < ws.size() && offset < end; offset += ws[i].rows, ++i) {
+      const int64_t lo = std::max(begin, offset), hi = std::min(end, offset + ws[i].rows);
+      if (lo < hi) k.kernel(ws[i], x, acts, lo - offset, hi - offset, ys[i]);
+    }
+  });
+}
+
+void MatMul(const WeightView& w, const float* x, int64_t n_tokens, float* y, ThreadPool& pool) {
+  float* const ys[1] = {y};
+  MatMulMany(std::span<const WeightView>(&w, 1), x, n_tokens, ys, pool);
 }
 
 void GetRow(const WeightView& w, int64_t row, float* out) {

@@ -31,6 +31,13 @@ struct WeightView {
 // or AVX2/FMA when the CPU has them (chosen at run time), scalar code otherwise.
 void MatMul(const WeightView& w, const float* x, int64_t n_tokens, float* y, ThreadPool& pool);
 
+// Several matrices applied to the same activations (e.g. Q, K and V): the activations are
+// quantized once and all rows are split across the threads in one fork-join. ys[i] receives
+// [n_tokens][ws[i].rows]. All ws must have the same cols; differing types fall back to one
+// MatMul each.
+void MatMulMany(std::span<const WeightView> ws, const float* x, int64_t n_tokens,
+                std::span<float* const> ys, ThreadPool& pool);
+
 // Copies row `row` of `w` dequantized into `out` (cols floats): the embedding lookup.
 void GetRow(const WeightView& w, int64_t row, float* out);
 
