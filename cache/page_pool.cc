@@ -37,6 +37,7 @@ Result<std::unique_ptr<PagePool>> PagePool::Create(const PageShape& shape,
   }
   p->arena_ = mem;
   p->view_.base = static_cast<uint16_t*>(mem);
+  p->refs_.assign(static_cast<size_t>(pages), 0);
   return p;
 }
 
@@ -56,11 +57,18 @@ Result<int32_t> PagePool::Allocate() {
                                   " pages of " + std::to_string(page_bytes()) + " bytes)");
   }
   ++used_pages_;
+  refs_[page] = 1;
   return page;
 }
 
+void PagePool::Ref(int32_t page) {
+  KVTIER_CHECK(page >= 0 && page < next_fresh_ && refs_[page] > 0);
+  ++refs_[page];
+}
+
 void PagePool::Free(int32_t page) {
-  KVTIER_CHECK(page >= 0 && page < next_fresh_);
+  KVTIER_CHECK(page >= 0 && page < next_fresh_ && refs_[page] > 0);
+  if (--refs_[page] > 0) return;
   free_list_.push_back(page);
   --used_pages_;
 }
@@ -89,6 +97,26 @@ Status SequenceKv::Reserve(int64_t n_tokens) {
     while (table.size() < pages) {
       ASSIGN_OR_RETURN(int32_t page, pool_.Allocate());
       table.push_back(page);
+    }
+  }
+  return Status::Ok();
+}
+
+Status SequenceKv::AdoptPrefix(std::span<const std::vector<int32_t>> tables) {
+  if (tables.size() != tables_.size()) {
+    return InvalidArgumentError("adopt prefix: " + std::to_string(tables.size()) +
+                                " layers given, sequence has " + std::to_string(tables_.size()));
+  }
+  for (size_t l = 0; l < tables.size(); ++l) {
+    if (!tables_[l].empty()) return InvalidArgumentError("adopt prefix: sequence is not empty");
+    if (tables[l].size() != tables[0].size()) {
+      return InvalidArgumentError("adopt prefix: layers have different page counts");
+    }
+  }
+  for (size_t l = 0; l < tables.size(); ++l) {
+    for (int32_t page : tables[l]) {
+      pool_.Ref(page);
+      tables_[l].push_back(page);
     }
   }
   return Status::Ok();

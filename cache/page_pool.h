@@ -37,9 +37,14 @@ class PagePool {
   int64_t used_pages() const { return used_pages_; }
   int64_t free_pages() const { return capacity_pages_ - used_pages_; }
 
-  // A free page id, or ResourceExhausted when the pool is full.
+  // A free page id holding one reference, or ResourceExhausted when the pool is full.
   Result<int32_t> Allocate();
+  // Pages are reference counted so a cached prefix can be shared by several sequences and the
+  // device tier without copies: Ref adds a holder, Free drops one and returns the page to the
+  // pool when none is left.
+  void Ref(int32_t page);
   void Free(int32_t page);
+  int32_t refs(int32_t page) const { return refs_[page]; }
 
  private:
   PagePool() = default;
@@ -50,6 +55,7 @@ class PagePool {
   int64_t used_pages_ = 0;
   int32_t next_fresh_ = 0;          // pages [next_fresh_, capacity) were never handed out
   std::vector<int32_t> free_list_;  // returned pages, reused first (LIFO: warm in cache)
+  std::vector<int32_t> refs_;       // holders of each page handed out
 };
 
 // The page tables of one sequence: for each layer, the pages holding positions
@@ -66,6 +72,11 @@ class SequenceKv {
   Status Reserve(int64_t n_tokens);
   // Drops pages wholly beyond n_tokens (the tokens after n_tokens are forgotten).
   void Truncate(int64_t n_tokens);
+  // Starts an empty sequence with shared pages (a cached prefix): tables[l] are layer l's
+  // pages for positions [0, 16 * tables[l].size()). Each page gains a reference; those pages
+  // must not be written (their tokens are already computed). InvalidArgument unless the
+  // sequence is empty and every layer gets the same number of pages.
+  Status AdoptPrefix(std::span<const std::vector<int32_t>> tables);
 
   int64_t capacity_tokens() const;
   std::span<const std::vector<int32_t>> page_tables() const { return tables_; }

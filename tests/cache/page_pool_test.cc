@@ -93,3 +93,51 @@ TEST(SequenceKvTest, ReserveBeyondCapacityFailsWithoutLosingPages) {
 
 }  // namespace
 }  // namespace kvtier::cache
+
+namespace kvtier::cache {
+namespace {
+
+TEST(PagePoolTest, ReferenceCountsKeepSharedPagesAlive) {
+  auto pool = std::move(PagePool::Create(Shape(), 4 * 12288)).value();
+  const int32_t p = *pool->Allocate();
+  EXPECT_EQ(pool->refs(p), 1);
+  pool->Ref(p);
+  pool->Free(p);
+  EXPECT_EQ(pool->used_pages(), 1);  // still held once
+  EXPECT_EQ(pool->refs(p), 1);
+  pool->Free(p);
+  EXPECT_EQ(pool->used_pages(), 0);
+}
+
+TEST(SequenceKvTest, AdoptPrefixSharesPagesUntilTheLastHolderLeaves) {
+  auto pool = std::move(PagePool::Create(Shape(), 64 * 12288)).value();
+  std::vector<std::vector<int32_t>> cached(2);
+  {
+    SequenceKv first(*pool, 2);
+    ASSERT_TRUE(first.Reserve(64).ok());  // 4 pages per layer
+    for (int l = 0; l < 2; ++l) cached[l] = first.page_tables()[l];
+    for (auto& t : cached) {
+      for (int32_t p : t) pool->Ref(p);  // a cache keeps the prefix
+    }
+  }
+  EXPECT_EQ(pool->used_pages(), 8);  // the first sequence is gone, the cache holds its pages
+  {
+    SequenceKv second(*pool, 2);
+    ASSERT_TRUE(second.AdoptPrefix(cached).ok());
+    EXPECT_EQ(second.capacity_tokens(), 64);
+    EXPECT_EQ(second.page_tables()[1], cached[1]);
+    ASSERT_TRUE(second.Reserve(80).ok());  // new pages only beyond the prefix
+    EXPECT_EQ(pool->used_pages(), 10);
+    EXPECT_FALSE(second.AdoptPrefix(cached).ok());  // not empty any more
+  }
+  EXPECT_EQ(pool->used_pages(), 8);
+  for (auto& t : cached) {
+    for (int32_t p : t) pool->Free(p);
+  }
+  EXPECT_EQ(pool->used_pages(), 0);
+  SequenceKv bad(*pool, 3);
+  EXPECT_FALSE(bad.AdoptPrefix(cached).ok());  // wrong layer count
+}
+
+}  // namespace
+}  // namespace kvtier::cache
