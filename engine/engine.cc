@@ -34,6 +34,21 @@ size_t CompleteUtf8Prefix(std::string_view s) {
 
 Engine::~Engine() = default;
 
+Status Engine::ReserveTokens(cache::SequenceKv& seq, int64_t n_tokens) {
+  const int64_t page_tokens = pages_->view().page_tokens;
+  const int64_t have = seq.capacity_tokens() / page_tokens;
+  const int64_t want = (n_tokens + page_tokens - 1) / page_tokens;
+  if (want > have) {
+    RETURN_IF_ERROR(tiers_->EnsureFreePages((want - have) * model_->config().n_layers));
+  }
+  return seq.Reserve(n_tokens);
+}
+
+cache::TierCounters Engine::DeviceTierCounters() {
+  std::lock_guard<std::mutex> lock(compute_mu_);
+  return tiers_->device_counters();
+}
+
 Result<std::unique_ptr<Engine>> Engine::Create(const EngineOptions& options) {
   std::unique_ptr<Engine> e(new Engine());
   e->options_ = options;
@@ -49,6 +64,14 @@ Result<std::unique_ptr<Engine>> Engine::Create(const EngineOptions& options) {
     capacity = pages_per_layer * c.n_layers * 2ull * 16 * c.n_kv_heads * c.head_dim * 2;
   }
   ASSIGN_OR_RETURN(e->pages_, cache::PagePool::Create(shape, capacity));
+  const cache::ExtentShape extent_shape = cache::ExtentShapeOf(e->pages_->view(), c.n_layers);
+  cache::KeyScheme scheme;
+  scheme.model_fingerprint = e->model_->fingerprint();
+  // Keys name the lossy form the lower tiers keep (q8), so an extent means the same KV
+  // whichever tier serves it.
+  scheme.layout = cache::LayoutId(cache::CodecSpec{cache::Codec::kQ8, false}, extent_shape);
+  scheme.extent_tokens = extent_shape.tokens();
+  e->tiers_ = std::make_unique<cache::TierManager>(*e->pages_, extent_shape, std::move(scheme));
   e->forward_ = std::make_unique<model::ForwardPass>(*e->model_, *e->threads_,
                                                      std::max(1, options.batch_tokens));
   return e;
@@ -91,12 +114,30 @@ Result<GenerateResult> Engine::Generate(const GenerateRequest& request,
   const int vocab = model_->config().vocab_size;
 
   std::lock_guard<std::mutex> lock(compute_mu_);
-  cache::SequenceKv seq(*pages_, model_->config().n_layers);
-  RETURN_IF_ERROR(seq.Reserve(static_cast<int64_t>(prompt.size())));
+  const int n_layers = model_->config().n_layers;
+  cache::SequenceKv seq(*pages_, n_layers);
+  const Clock::time_point prefill_start = Clock::now();
+  int64_t cached = 0;
+  if (options_.prefix_cache) {
+    // At least the last prompt token is computed: its logits start the generation.
+    ASSIGN_OR_RETURN(cache::PrefixHit hit,
+                     tiers_->AcquirePrefix(request.cache_namespace, prompt,
+                                           static_cast<int64_t>(prompt.size()) - 1));
+    RETURN_IF_ERROR(seq.AdoptPrefix(hit.page_tables));
+    cached = hit.tokens;
+    result.usage.cached_by_tier.device = hit.tokens_from_device;
+  }
+  result.usage.cached_tokens = cached;
+  RETURN_IF_ERROR(ReserveTokens(seq, static_cast<int64_t>(prompt.size())));
   model::KvView kv{pages_->view(), seq.page_tables()};
   std::vector<float> logits;
-  const Clock::time_point prefill_start = Clock::now();
-  RETURN_IF_ERROR(forward_->Run(prompt, 0, kv, model::LogitsMode::kLast, &logits));
+  RETURN_IF_ERROR(forward_->Run(std::span<const int32_t>(prompt).subspan(cached),
+                                static_cast<int32_t>(cached), kv, model::LogitsMode::kLast,
+                                &logits));
+  if (options_.prefix_cache) {
+    RETURN_IF_ERROR(tiers_->Publish(request.cache_namespace, prompt, seq.page_tables(),
+                                    static_cast<int64_t>(prompt.size())));
+  }
   result.timing.prefill_ms = MsSince(prefill_start);
 
   std::string pending;  // decoded bytes not yet emitted (incomplete UTF-8 or a possible stop)
@@ -147,7 +188,7 @@ Result<GenerateResult> Engine::Generate(const GenerateRequest& request,
     }
     if (step + 1 == request.max_tokens) break;
     // Feed the token back.
-    RETURN_IF_ERROR(seq.Reserve(n_past + 1));
+    RETURN_IF_ERROR(ReserveTokens(seq, n_past + 1));
     kv.page_tables = seq.page_tables();
     const int32_t one[1] = {token};
     RETURN_IF_ERROR(forward_->Run(one, n_past, kv, model::LogitsMode::kLast, &logits));
@@ -158,6 +199,13 @@ Result<GenerateResult> Engine::Generate(const GenerateRequest& request,
     if (on_token) on_token(-1, pending);
   }
   result.usage.completion_tokens = static_cast<int64_t>(result.tokens.size());
+  if (options_.prefix_cache && n_past > static_cast<int32_t>(prompt.size())) {
+    // The conversation so far (prompt + the generated tokens whose KV exists) becomes a
+    // reusable prefix too: a follow-up turn starts from it.
+    std::vector<int32_t> all = prompt;
+    all.insert(all.end(), result.tokens.begin(), result.tokens.end());
+    RETURN_IF_ERROR(tiers_->Publish(request.cache_namespace, all, seq.page_tables(), n_past));
+  }
   if (result.timing.ttft_ms == 0) result.timing.ttft_ms = MsSince(start);
   result.timing.decode_ms = MsSince(decode_start);
   if (result.usage.completion_tokens > 1 && result.timing.decode_ms > 0) {
@@ -171,7 +219,7 @@ Result<std::vector<float>> Engine::AllLogits(const std::vector<int32_t>& tokens)
   if (tokens.empty()) return InvalidArgumentError("no tokens");
   std::lock_guard<std::mutex> lock(compute_mu_);
   cache::SequenceKv seq(*pages_, model_->config().n_layers);
-  RETURN_IF_ERROR(seq.Reserve(static_cast<int64_t>(tokens.size())));
+  RETURN_IF_ERROR(ReserveTokens(seq, static_cast<int64_t>(tokens.size())));
   model::KvView kv{pages_->view(), seq.page_tables()};
   std::vector<float> logits;
   RETURN_IF_ERROR(forward_->Run(tokens, 0, kv, model::LogitsMode::kAll, &logits));
@@ -182,7 +230,7 @@ Result<Engine::SpeedResult> Engine::MeasureSpeed(const std::vector<int32_t>& pro
   if (prompt.empty()) return InvalidArgumentError("no tokens");
   std::lock_guard<std::mutex> lock(compute_mu_);
   cache::SequenceKv seq(*pages_, model_->config().n_layers);
-  RETURN_IF_ERROR(seq.Reserve(static_cast<int64_t>(prompt.size()) + n_gen));
+  RETURN_IF_ERROR(ReserveTokens(seq, static_cast<int64_t>(prompt.size()) + n_gen));
   model::KvView kv{pages_->view(), seq.page_tables()};
   std::vector<float> logits;
   SpeedResult r;

@@ -16,6 +16,7 @@
 
 #include "base/status.h"
 #include "cache/page_pool.h"
+#include "cache/tier_manager.h"
 #include "engine/sampler.h"
 #include "kernels/cpu/thread_pool.h"
 #include "model/model.h"
@@ -28,6 +29,7 @@ struct EngineOptions {
   int context_tokens = 0;       // longest sequence (prompt + output); 0: the model's trained context
   uint64_t kv_capacity_bytes = 0;  // device-tier KV pool; 0: enough for one context_tokens sequence
   int batch_tokens = 512;       // prompt tokens per forward batch
+  bool prefix_cache = true;     // reuse the KV of cached prompt prefixes (DESIGN §4)
 };
 
 struct GenerateRequest {
@@ -38,11 +40,19 @@ struct GenerateRequest {
   SamplingParams sampling;
   bool seed_given = false;                   // else a random seed is drawn (and reported)
   std::vector<std::string> stop;             // stop strings (not included in the output)
+  // The cache namespace (the daemon derives it from the peer's uid; cache_salt narrows it).
+  // Sequences share cached prefixes only within one namespace.
+  std::string cache_namespace = "local";
+};
+
+struct CachedByTier {
+  int64_t device = 0, host = 0, disk = 0, remote = 0;
 };
 
 struct Usage {
   int64_t prompt_tokens = 0;
-  int64_t cached_tokens = 0;
+  int64_t cached_tokens = 0;  // prompt tokens whose KV came from the cache
+  CachedByTier cached_by_tier;
   int64_t completion_tokens = 0;
 };
 
@@ -91,15 +101,21 @@ class Engine {
   };
   Result<SpeedResult> MeasureSpeed(const std::vector<int32_t>& prompt, int n_gen);
 
+  // Counters of the device tier (the cached extents whose pages stay in the page pool).
+  cache::TierCounters DeviceTierCounters();
+
  private:
   Engine() = default;
+  // Reserves pages for n_tokens, evicting unused cached extents when the pool is short.
+  Status ReserveTokens(cache::SequenceKv& seq, int64_t n_tokens);
 
   EngineOptions options_;
   std::unique_ptr<model::Model> model_;
   std::unique_ptr<kernels::ThreadPool> threads_;
   std::unique_ptr<cache::PagePool> pages_;
+  std::unique_ptr<cache::TierManager> tiers_;
   std::unique_ptr<model::ForwardPass> forward_;
-  std::mutex compute_mu_;  // guards threads_, pages_, forward_ (the compute resources)
+  std::mutex compute_mu_;  // guards threads_, pages_, tiers_, forward_ (the compute resources)
 };
 
 }  // namespace kvtier::engine

@@ -129,3 +129,47 @@ TEST_F(EngineModelTest, StopStringsCancellationAndOverflow) {
 
 }  // namespace
 }  // namespace kvtier::engine
+
+namespace kvtier::engine {
+namespace {
+
+TEST_F(EngineModelTest, RepeatedPrefixIsReusedWithinANamespace) {
+  ASSERT_NE(engine_, nullptr);
+  std::string doc;
+  for (int i = 0; i < 40; ++i) {
+    doc += "Paragraph " + std::to_string(i) + ": the tiered cache keeps pages of KV in memory. ";
+  }
+  GenerateRequest r = Greedy(doc + "\nQuestion: what does the cache keep?", 16, false);
+  r.cache_namespace = "test-ns-a";
+  auto first = engine_->Generate(r, nullptr);
+  ASSERT_TRUE(first.ok()) << first.status().ToString();
+  EXPECT_EQ(first->usage.cached_tokens, 0);
+  const int64_t prompt = first->usage.prompt_tokens;
+  ASSERT_GT(prompt, 600);
+
+  auto second = engine_->Generate(r, nullptr);
+  ASSERT_TRUE(second.ok());
+  // Every whole 64-token extent before the last prompt token comes from the cache.
+  EXPECT_EQ(second->usage.cached_tokens, (prompt - 1) / 64 * 64);
+  EXPECT_EQ(second->usage.cached_by_tier.device, second->usage.cached_tokens);
+  EXPECT_EQ(second->tokens, first->tokens);  // same KV, same greedy continuation
+  EXPECT_LT(second->timing.prefill_ms, first->timing.prefill_ms);
+
+  // A different question after the same document reuses the document's extents.
+  GenerateRequest other = r;
+  other.prompt = doc + "\nQuestion: how many paragraphs are there?";
+  auto third = engine_->Generate(other, nullptr);
+  ASSERT_TRUE(third.ok());
+  EXPECT_GT(third->usage.cached_tokens, prompt / 2);
+
+  // Another namespace never sees these extents.
+  GenerateRequest foreign = r;
+  foreign.cache_namespace = "test-ns-b";
+  auto fourth = engine_->Generate(foreign, nullptr);
+  ASSERT_TRUE(fourth.ok());
+  EXPECT_EQ(fourth->usage.cached_tokens, 0);
+  EXPECT_EQ(fourth->tokens, first->tokens);
+}
+
+}  // namespace
+}  // namespace kvtier::engine
