@@ -93,7 +93,8 @@ Result<std::vector<int32_t>> Engine::PromptTokens(const GenerateRequest& request
 }
 
 Result<GenerateResult> Engine::Generate(const GenerateRequest& request,
-                                        const TokenCallback& on_token) {
+                                        const TokenCallback& on_token,
+                                        const ProgressCallback& on_progress) {
   const Clock::time_point start = Clock::now();
   if (request.max_tokens < 0) return InvalidArgumentError("max_tokens must be >= 0");
   ASSIGN_OR_RETURN(std::vector<int32_t> prompt, PromptTokens(request));
@@ -131,9 +132,26 @@ Result<GenerateResult> Engine::Generate(const GenerateRequest& request,
   RETURN_IF_ERROR(ReserveTokens(seq, static_cast<int64_t>(prompt.size())));
   model::KvView kv{pages_->view(), seq.page_tables()};
   std::vector<float> logits;
-  RETURN_IF_ERROR(forward_->Run(std::span<const int32_t>(prompt).subspan(cached),
-                                static_cast<int32_t>(cached), kv, model::LogitsMode::kLast,
-                                &logits));
+  // The uncached suffix, in batches, reporting progress (and honouring cancellation) between
+  // them. Only the last batch needs logits.
+  const int64_t total = static_cast<int64_t>(prompt.size());
+  const int64_t step = std::max(1, options_.batch_tokens);
+  if (on_progress && !on_progress(cached, total)) return CancelledError("cancelled");
+  for (int64_t done = cached; done < total; done += step) {
+    const int64_t n = std::min(step, total - done);
+    const bool last = done + n == total;
+    RETURN_IF_ERROR(forward_->Run(std::span<const int32_t>(prompt).subspan(done, n),
+                                  static_cast<int32_t>(done), kv,
+                                  last ? model::LogitsMode::kLast : model::LogitsMode::kNone,
+                                  last ? &logits : nullptr));
+    if (on_progress && !on_progress(done + n, total)) {
+      if (options_.prefix_cache) {  // what was computed stays useful
+        RETURN_IF_ERROR(tiers_->Publish(request.cache_namespace, prompt, seq.page_tables(),
+                                        done + n));
+      }
+      return CancelledError("cancelled");
+    }
+  }
   if (options_.prefix_cache) {
     RETURN_IF_ERROR(tiers_->Publish(request.cache_namespace, prompt, seq.page_tables(),
                                     static_cast<int64_t>(prompt.size())));

@@ -76,6 +76,11 @@ struct GenerateResult {
 // empty while a multi-byte character is incomplete). Return false to cancel.
 using TokenCallback = std::function<bool(int32_t token, std::string_view text)>;
 
+// Called during the prompt's prefill with the prompt tokens done so far (cached ones count as
+// done) and the total, before the first batch and after each. Return false to cancel: the
+// request then ends with Cancelled, and the extents already computed stay cached.
+using ProgressCallback = std::function<bool(int64_t done_tokens, int64_t total_tokens)>;
+
 class Engine {
  public:
   static Result<std::unique_ptr<Engine>> Create(const EngineOptions& options);
@@ -88,7 +93,9 @@ class Engine {
   // Builds the prompt's token ids as Generate would.
   Result<std::vector<int32_t>> PromptTokens(const GenerateRequest& request) const;
 
-  Result<GenerateResult> Generate(const GenerateRequest& request, const TokenCallback& on_token);
+  // max_tokens 0 is a prefill: the prompt's KV is computed and cached, nothing is generated.
+  Result<GenerateResult> Generate(const GenerateRequest& request, const TokenCallback& on_token,
+                                  const ProgressCallback& on_progress = nullptr);
 
   // Logits for every position of `tokens` (for comparisons with a reference implementation).
   Result<std::vector<float>> AllLogits(const std::vector<int32_t>& tokens);

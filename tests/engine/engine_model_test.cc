@@ -173,3 +173,42 @@ TEST_F(EngineModelTest, RepeatedPrefixIsReusedWithinANamespace) {
 
 }  // namespace
 }  // namespace kvtier::engine
+
+namespace kvtier::engine {
+namespace {
+
+TEST_F(EngineModelTest, PrefillReportsProgressAndCancelKeepsComputedExtents) {
+  ASSERT_NE(engine_, nullptr);
+  std::string doc;
+  for (int i = 0; i < 120; ++i) doc += "Line " + std::to_string(i) + " of a long document. ";
+  GenerateRequest r = Greedy(doc, 0, true);
+  r.cache_namespace = "test-progress";
+  std::vector<std::pair<int64_t, int64_t>> seen;
+  auto cancelled = engine_->Generate(r, nullptr, [&](int64_t done, int64_t total) {
+    seen.emplace_back(done, total);
+    return done < 512;  // cancel after the first batch
+  });
+  ASSERT_FALSE(cancelled.ok());
+  EXPECT_EQ(cancelled.status().code(), StatusCode::kCancelled);
+  ASSERT_EQ(seen.size(), 2u);
+  EXPECT_EQ(seen[0].first, 0);
+  EXPECT_EQ(seen[1].first, 512);
+  const int64_t total = seen[0].second;
+  ASSERT_GT(total, 1024);
+
+  seen.clear();
+  auto full = engine_->Generate(r, nullptr, [&](int64_t done, int64_t t) {
+    seen.emplace_back(done, t);
+    return true;
+  });
+  ASSERT_TRUE(full.ok()) << full.status().ToString();
+  EXPECT_EQ(full->usage.cached_tokens, 512);  // the cancelled request's 8 extents
+  EXPECT_EQ(full->usage.completion_tokens, 0);
+  ASSERT_GE(seen.size(), 2u);
+  EXPECT_EQ(seen.front().first, 512);
+  EXPECT_EQ(seen.back().first, total);
+  for (size_t i = 1; i < seen.size(); ++i) EXPECT_GT(seen[i].first, seen[i - 1].first);
+}
+
+}  // namespace
+}  // namespace kvtier::engine
