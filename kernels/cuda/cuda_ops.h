@@ -13,6 +13,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <string>
 
 #include "base/status.h"
 #include "kernels/cpu/ops.h"
@@ -28,6 +29,26 @@ Status CudaFree(void* d_ptr);
 Status CudaCopyToDevice(void* d_dst, const void* src, size_t bytes);
 Status CudaCopyToHost(void* dst, const void* d_src, size_t bytes);
 Status CudaSynchronize(void* stream);
+Status CudaMemsetAsync(void* d_ptr, int value, size_t bytes, void* stream);
+// Stream-ordered copies; `host` should be pinned (CudaHostAlloc) for the copy to be asynchronous.
+Status CudaCopyToDeviceAsync(void* d_dst, const void* host, size_t bytes, void* stream);
+Status CudaCopyToHostAsync(void* host, const void* d_src, size_t bytes, void* stream);
+Status CudaCopyDeviceToDeviceAsync(void* d_dst, const void* d_src, size_t bytes, void* stream);
+Result<void*> CudaHostAlloc(size_t bytes);  // pinned host memory
+Status CudaHostFree(void* ptr);
+// A non-blocking stream (cudaStreamNonBlocking), and its destruction.
+Result<void*> CudaStreamCreate();
+Status CudaStreamDestroy(void* stream);
+// Free and total device memory of the current device, in bytes.
+Status CudaMemoryInfo(size_t* free_bytes, size_t* total_bytes);
+// The current device's name, "?" when unknown.
+std::string CudaDeviceName();
+
+// Device timing for tools: events recorded on a stream; ElapsedMs synchronizes on `end`.
+Result<void*> CudaEventCreate();
+Status CudaEventDestroy(void* event);
+Status CudaEventRecord(void* event, void* stream);
+Result<float> CudaEventElapsedMs(void* start, void* end);
 
 // ---- Ops ----------------------------------------------------------------------------------
 
@@ -42,8 +63,35 @@ Status CudaRmsNorm(const float* d_x, const float* d_weight, int64_t n_tokens, in
 Status CudaRopeInPlace(float* d_x, int64_t n_tokens, int n_heads, int head_dim,
                        const int32_t* d_positions, float freq_base, float freq_scale, void* stream);
 
+// As CudaRmsNorm, but the output is IEEE f16 (the input of an f16 matrix product).
+Status CudaRmsNormToF16(const float* d_x, const float* d_weight, int64_t n_tokens, int64_t dim,
+                        float eps, uint16_t* d_out, void* stream);
+
 // out[i] = silu(gate[i]) * up[i]; out may alias gate. All [n] f32.
 Status CudaSwiGlu(const float* d_gate, const float* d_up, int64_t n, float* d_out, void* stream);
+// As CudaSwiGlu with an f16 output.
+Status CudaSwiGluToF16(const float* d_gate, const float* d_up, int64_t n, uint16_t* d_out,
+                       void* stream);
+
+// y[i] = f16(x[i]) (round to nearest even; beyond the f16 range: +-inf, as F32ToF16).
+Status CudaF32ToF16(const float* d_x, int64_t n, uint16_t* d_y, void* stream);
+
+// y[i] += x[i], all [n] f32.
+Status CudaAddInPlace(float* d_y, const float* d_x, int64_t n, void* stream);
+
+// Embedding lookup: out[t] = f32(table[tokens[t]]).  table: [vocab][dim] f16 (device);
+// tokens: [n_tokens] int32 (device, each in [0, vocab)); out: [n_tokens][dim] f32.
+Status CudaEmbedding(const uint16_t* d_table, int64_t dim, const int32_t* d_tokens,
+                     int64_t n_tokens, float* d_out, void* stream);
+
+// Greedy sampling: out[r] = the index of the largest value of row r of x ([rows][n] f32); ties
+// go to the lowest index (as engine::Sampler::Argmax); NaNs are never chosen unless a whole row
+// is NaN (then 0).
+Status CudaArgmax(const float* d_x, int64_t rows, int64_t n, int32_t* d_out, void* stream);
+
+// Fills [n] f16 values with a deterministic pseudo-random normal(0, sigma) sequence of `seed`
+// (benchmarks and tests fill KV pages with it; never zeros, which time unrealistically).
+Status CudaFillRandomF16(uint16_t* d_x, int64_t n, uint64_t seed, float sigma, void* stream);
 
 // Decode attention for one query token over f16 pages.
 //   pool.base: device pointer to the page pool, layout as KvPool (per page: K then V, each
@@ -58,5 +106,13 @@ size_t CudaDecodeAttentionWorkspaceBytes(int n_heads, int head_dim, int n_pages)
 Status CudaPagedAttentionDecode(const KvPool& pool, const PageRef* d_pages, int n_pages,
                                 const float* d_q, int32_t q_pos, int n_heads, float scale,
                                 float* d_out, void* d_workspace, void* stream);
+
+// The same over a separate page list per KV head (sparse attention, DESIGN §5): KV head g reads
+// d_pages[g * n_pages, (g + 1) * n_pages), in position order (as CudaSelectPages writes them).
+// Workspace: CudaDecodeAttentionWorkspaceBytes(n_heads, head_dim, n_pages).
+Status CudaPagedAttentionDecodePerKvHead(const KvPool& pool, const PageRef* d_pages, int n_pages,
+                                         const float* d_q, int32_t q_pos, int n_heads,
+                                         float scale, float* d_out, void* d_workspace,
+                                         void* stream);
 
 }  // namespace kvtier::kernels::cuda

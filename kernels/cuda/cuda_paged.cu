@@ -1,0 +1,539 @@
+// kernels/cuda/cuda_paged.cu — KV writes, page lists, prefill attention, digests, page
+// scoring and top-k on CUDA (see cuda_paged.h for the contracts and layouts).
+#include <cuda_fp16.h>
+#include <cuda_runtime.h>
+
+#include <algorithm>
+#include <cstring>
+#include <string>
+
+#include "kernels/cuda/cuda_paged.h"
+
+namespace kvtier::kernels::cuda {
+namespace {
+
+constexpr int kWarp = 32;
+constexpr int kMaxHeadDim = 256;
+constexpr int kMaxPerLane = kMaxHeadDim / kWarp;
+
+cudaStream_t AsStream(void* stream) { return static_cast<cudaStream_t>(stream); }
+
+Status LaunchStatus(const char* what) {
+  const cudaError_t err = cudaGetLastError();
+  if (err == cudaSuccess) return Status::Ok();
+  return InternalError(std::string(what) + ": " + cudaGetErrorName(err) + " (" +
+                       cudaGetErrorString(err) + ")");
+}
+
+unsigned Blocks(int64_t n, int threads) {
+  return static_cast<unsigned>((n + threads - 1) / threads);
+}
+
+Status CheckPool(const KvPool& pool, int n_heads, const char* what) {
+  if (pool.n_kv_heads <= 0 || pool.page_tokens <= 0 || pool.head_dim <= 0 ||
+      pool.head_dim > kMaxHeadDim || pool.head_dim % 2 != 0) {
+    return InvalidArgumentError(std::string(what) + ": bad pool shape (head_dim even, <= 256)");
+  }
+  if (n_heads <= 0 || n_heads % pool.n_kv_heads != 0) {
+    return InvalidArgumentError(std::string(what) + ": n_heads must be a multiple of n_kv_heads");
+  }
+  return Status::Ok();
+}
+
+__device__ float WarpSum(float v) {
+  for (int off = kWarp / 2; off > 0; off /= 2) v += __shfl_xor_sync(0xffffffffu, v, off);
+  return v;
+}
+
+__device__ float WarpMax(float v) {
+  for (int off = kWarp / 2; off > 0; off /= 2) v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, off));
+  return v;
+}
+
+// ---- Page lists and KV writes ---------------------------------------------------------------
+__global__ void BuildPageRefsKernel(const int32_t* tables, int64_t table_stride, int n_pages,
+                                    int32_t total, int page_tokens, PageRef* refs,
+                                    int64_t refs_stride) {
+  const int p = blockIdx.x * blockDim.x + threadIdx.x;
+  const int l = blockIdx.y;
+  if (p >= n_pages) return;
+  const int32_t first = p * page_tokens;
+  refs[l * refs_stride + p] =
+      PageRef{tables[l * table_stride + p], first, min(page_tokens, total - first)};
+}
+
+// One thread per (token, kv head, dim): K and V element.
+__global__ void WriteKvKernel(__half* base, int page_tokens, int n_kv_heads, int head_dim,
+                              const int32_t* table, const int32_t* positions, const float* k,
+                              const float* v, int64_t n) {
+  const int64_t idx = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
+  const int64_t row = static_cast<int64_t>(n_kv_heads) * head_dim;
+  if (idx >= n * row) return;
+  const int64_t t = idx / row;
+  const int hd = static_cast<int>(idx % row);
+  const int h = hd / head_dim, d = hd % head_dim;
+  const int32_t pos = positions[t];
+  const int32_t page = table[pos / page_tokens];
+  const size_t half_elems = static_cast<size_t>(page_tokens) * n_kv_heads * head_dim;
+  const size_t off = static_cast<size_t>(page) * 2 * half_elems +
+                     (static_cast<size_t>(h) * page_tokens + pos % page_tokens) * head_dim + d;
+  base[off] = __float2half_rn(k[idx]);
+  base[off + half_elems] = __float2half_rn(v[idx]);
+}
+
+// Grid (n_pages, n_kv_heads), threads over head_dim.
+__global__ void DigestKernel(const __half* base, int page_tokens, int n_kv_heads, int head_dim,
+                             const PageRef* pages, __half* digests) {
+  const PageRef pr = pages[blockIdx.x];
+  const int g = blockIdx.y;
+  const size_t half_elems = static_cast<size_t>(page_tokens) * n_kv_heads * head_dim;
+  const __half* kb = base + static_cast<size_t>(pr.page) * 2 * half_elems +
+                     static_cast<size_t>(g) * page_tokens * head_dim;
+  __half* dg = digests + (static_cast<size_t>(pr.page) * n_kv_heads + g) * 2 * head_dim;
+  const int n = min(pr.n_tokens, page_tokens);
+  for (int d = threadIdx.x; d < head_dim; d += blockDim.x) {
+    float lo = INFINITY, hi = -INFINITY;
+    for (int j = 0; j < n; ++j) {
+      const float x = __half2float(kb[static_cast<size_t>(j) * head_dim + d]);
+      lo = fminf(lo, x);
+      hi = fmaxf(hi, x);
+    }
+    dg[d] = __float2half_rn(lo);
+    dg[head_dim + d] = __float2half_rn(hi);
+  }
+}
+
+// ---- Prefill attention --------------------------------------------------------------------
+// Grid (ceil(n_tokens / kPrefillRows), n_heads); kPrefillWarps warps, each owning
+// kRowsPerWarp query tokens of one head. For every visible page the block stages K and V (f32,
+// rows padded by one float against bank conflicts) in shared memory; each warp scores its rows
+// against the page's keys (lane = key j of the page x half of the dims) and folds them into a
+// per-row online softmax whose accumulator lives in registers (lane owns dims lane + 32k).
+constexpr int kPrefillWarps = 4;
+constexpr int kRowsPerWarp = 8;
+constexpr int kPrefillRows = kPrefillWarps * kRowsPerWarp;
+constexpr int kPageKeys = 16;  // the kernel's page_tokens (checked by the launcher)
+
+size_t PrefillSharedBytes(int head_dim) {
+  return (static_cast<size_t>(kPrefillRows) * head_dim + 2 * kPageKeys * (head_dim + 1)) *
+         sizeof(float);
+}
+
+__global__ void __launch_bounds__(kPrefillWarps* kWarp)
+    PrefillAttentionKernel(const __half* base, int n_kv_heads, int head_dim,
+                           const PageRef* pages, int n_pages, const float* q,
+                           const int32_t* q_pos, int64_t n_tokens, int n_heads, int group,
+                           float scale, float* out) {
+  extern __shared__ float smem[];
+  float* s_q = smem;                                  // [kPrefillRows][head_dim]
+  float* s_k = s_q + kPrefillRows * head_dim;         // [kPageKeys][head_dim + 1]
+  float* s_v = s_k + kPageKeys * (head_dim + 1);      // [kPageKeys][head_dim + 1]
+  __shared__ int32_t s_pos[kPrefillRows];
+  __shared__ int32_t s_max_pos;
+
+  const int h = blockIdx.y;
+  const int kvh = h / group;
+  const int64_t t0 = static_cast<int64_t>(blockIdx.x) * kPrefillRows;
+  const int warp = threadIdx.x / kWarp, lane = threadIdx.x % kWarp;
+  const int per = (head_dim + kWarp - 1) / kWarp;
+  const int stride = head_dim + 1;
+
+  for (int i = threadIdx.x; i < kPrefillRows * head_dim; i += blockDim.x) {
+    const int r = i / head_dim, d = i % head_dim;
+    const int64_t t = t0 + r;
+    s_q[i] = t < n_tokens ? q[(t * n_heads + h) * head_dim + d] * scale : 0.0f;
+  }
+  for (int r = threadIdx.x; r < kPrefillRows; r += blockDim.x) {
+    s_pos[r] = t0 + r < n_tokens ? q_pos[t0 + r] : INT_MIN;
+  }
+  __syncthreads();
+  if (threadIdx.x == 0) {
+    int32_t mx = INT_MIN;
+    for (int r = 0; r < kPrefillRows; ++r) mx = max(mx, s_pos[r]);
+    s_max_pos = mx;
+  }
+
+  float m[kRowsPerWarp], l[kRowsPerWarp], acc[kRowsPerWarp][kMaxPerLane];
+#pragma unroll
+  for (int r = 0; r < kRowsPerWarp; ++r) {
+    m[r] = -INFINITY;
+    l[r] = 0.0f;
+#pragma unroll
+    for (int k = 0; k < kMaxPerLane; ++k) acc[r][k] = 0.0f;
+  }
+
+  const size_t half_elems = static_cast<size_t>(kPageKeys) * n_kv_heads * head_dim;
+  const int j = lane % kPageKeys;  // this lane's key in the scoring step
+  const int half = lane / kPageKeys;
+  const int hh = head_dim / 2;
+  __syncthreads();
+  const int32_t block_max_pos = s_max_pos;
+
+  for (int p = 0; p < n_pages; ++p) {
+    const PageRef pr = pages[p];
+    if (pr.first_pos > block_max_pos) break;
+    const __half* kb = base + static_cast<size_t>(pr.page) * 2 * half_elems +
+                       static_cast<size_t>(kvh) * kPageKeys * head_dim;
+    const __half* vb = kb + half_elems;
+    __syncthreads();  // the previous page's K/V are no longer read
+    for (int i = threadIdx.x; i < kPageKeys * head_dim; i += blockDim.x) {
+      const int jj = i / head_dim, d = i % head_dim;
+      const bool ok = jj < pr.n_tokens;
+      s_k[jj * stride + d] = ok ? __half2float(kb[i]) : 0.0f;
+      s_v[jj * stride + d] = ok ? __half2float(vb[i]) : 0.0f;
+    }
+    __syncthreads();
+#pragma unroll
+    for (int r = 0; r < kRowsPerWarp; ++r) {
+      const int row = warp * kRowsPerWarp + r;
+      const int32_t pos = s_pos[row];
+      if (pr.first_pos > pos) continue;  // uniform across the warp
+      const float* qr = s_q + row * head_dim + half * hh;
+      const float* kr = s_k + j * stride + half * hh;
+      float dot = 0.0f;
+      for (int d = 0; d < hh; ++d) dot += qr[d] * kr[d];
+      dot += __shfl_xor_sync(0xffffffffu, dot, kPageKeys);
+      const bool valid = j < pr.n_tokens && pr.first_pos + j <= pos;
+      const float s = valid ? dot : -INFINITY;
+      const float mx = WarpMax(s);  // both halves hold the same 16 scores
+      const float m_new = fmaxf(m[r], mx);
+      if (m_new == -INFINITY) continue;  // no visible key yet (uniform across the warp)
+      const float pj = valid ? expf(s - m_new) : 0.0f;
+      const float sum = WarpSum(pj) * 0.5f;  // every key counted twice
+      const float alpha = expf(m[r] - m_new);  // m[r] = -inf: 0
+      l[r] = l[r] * alpha + sum;
+#pragma unroll
+      for (int k = 0; k < kMaxPerLane; ++k) acc[r][k] *= alpha;
+#pragma unroll
+      for (int jj = 0; jj < kPageKeys; ++jj) {
+        const float w = __shfl_sync(0xffffffffu, pj, jj);
+        const float* vr = s_v + jj * stride;
+#pragma unroll
+        for (int k = 0; k < kMaxPerLane; ++k) {
+          const int d = lane + kWarp * k;
+          if (k < per && d < head_dim) acc[r][k] += w * vr[d];
+        }
+      }
+      m[r] = m_new;
+    }
+  }
+
+#pragma unroll
+  for (int r = 0; r < kRowsPerWarp; ++r) {
+    const int64_t t = t0 + warp * kRowsPerWarp + r;
+    if (t >= n_tokens) continue;
+    const float inv = l[r] > 0.0f ? 1.0f / l[r] : 0.0f;
+    float* o = out + (t * n_heads + h) * head_dim;
+#pragma unroll
+    for (int k = 0; k < kMaxPerLane; ++k) {
+      const int d = lane + kWarp * k;
+      if (k < per && d < head_dim) o[d] = acc[r][k] * inv;
+    }
+  }
+}
+
+// ---- Page scoring -----------------------------------------------------------------------------
+// One warp per (candidate page, query head).
+__global__ void BoundKernel(const __half* digests, int n_kv_heads, int head_dim,
+                            const PageRef* pages, int n_cand, const float* q, int n_heads,
+                            int group, float scale, float* bounds) {
+  const int64_t w = (static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x) / kWarp;
+  const int lane = threadIdx.x % kWarp;
+  if (w >= static_cast<int64_t>(n_cand) * n_heads) return;
+  const int i = static_cast<int>(w / n_heads);
+  const int h = static_cast<int>(w % n_heads);
+  const int g = h / group;
+  const __half* dg =
+      digests + (static_cast<size_t>(pages[i].page) * n_kv_heads + g) * 2 * head_dim;
+  float sum = 0.0f;
+  for (int d = lane; d < head_dim; d += kWarp) {
+    const float qd = q[static_cast<size_t>(h) * head_dim + d];
+    sum += fmaxf(qd * __half2float(dg[d]), qd * __half2float(dg[head_dim + d]));
+  }
+  sum = WarpSum(sum);
+  if (lane == 0) bounds[static_cast<size_t>(h) * n_cand + i] = scale * sum;
+}
+
+// One block (1024 threads) per KV head: the log-softmax of each of its query heads' bounds,
+// then the max over the group.
+__device__ float BlockReduce(float v, bool is_max, float* s_tmp) {
+  v = is_max ? WarpMax(v) : WarpSum(v);
+  const int warp = threadIdx.x / kWarp, lane = threadIdx.x % kWarp;
+  __syncthreads();
+  if (lane == 0) s_tmp[warp] = v;
+  __syncthreads();
+  const int n_warps = blockDim.x / kWarp;
+  float r = lane < n_warps ? s_tmp[lane] : (is_max ? -INFINITY : 0.0f);
+  r = is_max ? WarpMax(r) : WarpSum(r);
+  return r;  // every warp holds the result
+}
+
+__global__ void NormaliseKernel(const float* bounds, int n_cand, int group, float* scores) {
+  __shared__ float s_tmp[32];
+  const int g = blockIdx.x;
+  float* sc = scores + static_cast<size_t>(g) * n_cand;
+  for (int i = threadIdx.x; i < n_cand; i += blockDim.x) sc[i] = -INFINITY;
+  for (int hi = 0; hi < group; ++hi) {
+    const float* b = bounds + static_cast<size_t>(g * group + hi) * n_cand;
+    float mx = -INFINITY;
+    for (int i = threadIdx.x; i < n_cand; i += blockDim.x) mx = fmaxf(mx, b[i]);
+    mx = BlockReduce(mx, true, s_tmp);
+    float sum = 0.0f;
+    for (int i = threadIdx.x; i < n_cand; i += blockDim.x) sum += expf(b[i] - mx);
+    sum = BlockReduce(sum, false, s_tmp);
+    const float lse = mx + logf(sum);
+    // Each thread touches the same indices in every pass: no barrier needed for sc.
+    for (int i = threadIdx.x; i < n_cand; i += blockDim.x) sc[i] = fmaxf(sc[i], b[i] - lse);
+  }
+}
+
+// ---- Top-k ------------------------------------------------------------------------------------
+constexpr int kTopKThreads = 1024;
+
+__device__ inline uint32_t OrderedKey(float f) {
+  uint32_t u = __float_as_uint(f);
+  if (isnan(f)) return 0;  // below everything
+  return (u & 0x80000000u) ? ~u : (u | 0x80000000u);
+}
+
+// Exclusive prefix sum over the block (kTopKThreads threads); *total gets the sum.
+__device__ int BlockExclusiveScan(int v, int* s_warp, int* total) {
+  const int warp = threadIdx.x / kWarp, lane = threadIdx.x % kWarp;
+  int x = v;
+  for (int off = 1; off < kWarp; off *= 2) {
+    const int y = __shfl_up_sync(0xffffffffu, x, off);
+    if (lane >= off) x += y;
+  }
+  __syncthreads();
+  if (lane == kWarp - 1) s_warp[warp] = x;
+  __syncthreads();
+  if (warp == 0) {
+    int w = lane < kTopKThreads / kWarp ? s_warp[lane] : 0;
+    for (int off = 1; off < kWarp; off *= 2) {
+      const int y = __shfl_up_sync(0xffffffffu, w, off);
+      if (lane >= off) w += y;
+    }
+    s_warp[lane] = w;  // inclusive over warps
+  }
+  __syncthreads();
+  *total = s_warp[kTopKThreads / kWarp - 1];
+  return (warp > 0 ? s_warp[warp - 1] : 0) + x - v;
+}
+
+// One block per KV head. Finds the k-th largest key by a most-significant-bit-first radix
+// search (32 counting passes), then compacts the winners in index order.
+__global__ void __launch_bounds__(kTopKThreads)
+    TopKKernel(const float* scores, int n, int k, int32_t* index) {
+  __shared__ int s_warp[kWarp];
+  const float* sc = scores + static_cast<size_t>(blockIdx.x) * n;
+  int32_t* out = index + static_cast<size_t>(blockIdx.x) * k;
+  uint32_t prefix = 0;
+  for (int bit = 31; bit >= 0; --bit) {
+    const uint32_t cand = prefix | (1u << bit);
+    int count = 0;
+    for (int base = 0; base < n; base += kTopKThreads) {
+      const int i = base + threadIdx.x;
+      count += __syncthreads_count(i < n && OrderedKey(sc[i]) >= cand);
+    }
+    if (count >= k) prefix = cand;
+  }
+  const uint32_t thr = prefix;  // the k-th largest key
+  int greater = 0;
+  for (int base = 0; base < n; base += kTopKThreads) {
+    const int i = base + threadIdx.x;
+    greater += __syncthreads_count(i < n && OrderedKey(sc[i]) > thr);
+  }
+  const int need_equal = k - greater;
+  int eq_base = 0, sel_base = 0;
+  for (int base = 0; base < n; base += kTopKThreads) {
+    const int i = base + threadIdx.x;
+    const uint32_t key = i < n ? OrderedKey(sc[i]) : 0;
+    const bool gt = i < n && key > thr;
+    const bool eq = i < n && key == thr;
+    int eq_total = 0, sel_total = 0;
+    const int eq_rank = eq_base + BlockExclusiveScan(eq ? 1 : 0, s_warp, &eq_total);
+    const bool sel = gt || (eq && eq_rank < need_equal);
+    const int pos = sel_base + BlockExclusiveScan(sel ? 1 : 0, s_warp, &sel_total);
+    if (sel && pos < k) out[pos] = i;
+    eq_base += eq_total;
+    sel_base += sel_total;
+  }
+}
+
+// Per KV head g: [sinks][top-k candidates, in index order][recent].
+__global__ void AssembleKernel(const PageRef* pages, int n_pages, int n_sink, int n_recent,
+                               int k_eff, bool all_candidates, const int32_t* index,
+                               int k_stride, PageRef* selected) {
+  const int g = blockIdx.y;
+  const int n_sel = n_sink + k_eff + n_recent;
+  const int i = blockIdx.x * blockDim.x + threadIdx.x;
+  if (i >= n_sel) return;
+  int src;
+  if (i < n_sink) {
+    src = i;
+  } else if (i < n_sink + k_eff) {
+    const int c = i - n_sink;
+    src = n_sink + (all_candidates ? c : index[static_cast<size_t>(g) * k_stride + c]);
+  } else {
+    src = n_pages - n_recent + (i - n_sink - k_eff);
+  }
+  selected[static_cast<size_t>(g) * n_sel + i] = pages[src];
+}
+
+struct SelectShape {
+  int sink, recent, cand, k_eff;
+};
+
+SelectShape ShapeOf(int n_pages, int n_sink, int n_recent, int k_pages) {
+  SelectShape s;
+  s.sink = std::clamp(n_sink, 0, std::max(n_pages, 0));
+  s.recent = std::clamp(n_recent, 0, std::max(n_pages, 0) - s.sink);
+  s.cand = std::max(0, n_pages - s.sink - s.recent);
+  s.k_eff = std::clamp(k_pages, 0, s.cand);
+  return s;
+}
+
+size_t AlignUp(size_t n) { return (n + 255) & ~size_t{255}; }
+
+}  // namespace
+
+Status CudaBuildPageRefs(const int32_t* d_tables, int64_t table_stride, int n_layers,
+                         int32_t total_tokens, int page_tokens, PageRef* d_refs,
+                         int64_t refs_stride, void* stream) {
+  if (n_layers < 0 || total_tokens < 0 || page_tokens <= 0) {
+    return InvalidArgumentError("CudaBuildPageRefs: bad shape");
+  }
+  const int n_pages = (total_tokens + page_tokens - 1) / page_tokens;
+  if (n_pages > table_stride || n_pages > refs_stride) {
+    return InvalidArgumentError("CudaBuildPageRefs: tables too short for the context");
+  }
+  if (n_pages == 0 || n_layers == 0) return Status::Ok();
+  const dim3 grid(Blocks(n_pages, 256), static_cast<unsigned>(n_layers));
+  BuildPageRefsKernel<<<grid, 256, 0, AsStream(stream)>>>(d_tables, table_stride, n_pages,
+                                                          total_tokens, page_tokens, d_refs,
+                                                          refs_stride);
+  return LaunchStatus("CudaBuildPageRefs");
+}
+
+Status CudaWriteKv(const KvPool& pool, const int32_t* d_table, const int32_t* d_positions,
+                   const float* d_k, const float* d_v, int64_t n_tokens, void* stream) {
+  RETURN_IF_ERROR(CheckPool(pool, pool.n_kv_heads, "CudaWriteKv"));
+  if (n_tokens < 0) return InvalidArgumentError("CudaWriteKv: n_tokens < 0");
+  const int64_t n = n_tokens * pool.n_kv_heads * pool.head_dim;
+  if (n == 0) return Status::Ok();
+  WriteKvKernel<<<Blocks(n, 256), 256, 0, AsStream(stream)>>>(
+      reinterpret_cast<__half*>(pool.base), pool.page_tokens, pool.n_kv_heads, pool.head_dim,
+      d_table, d_positions, d_k, d_v, n_tokens);
+  return LaunchStatus("CudaWriteKv");
+}
+
+Status CudaUpdateDigests(const KvPool& pool, const PageRef* d_pages, int n_pages,
+                         uint16_t* d_digests, void* stream) {
+  RETURN_IF_ERROR(CheckPool(pool, pool.n_kv_heads, "CudaUpdateDigests"));
+  if (n_pages < 0) return InvalidArgumentError("CudaUpdateDigests: n_pages < 0");
+  if (n_pages == 0) return Status::Ok();
+  const dim3 grid(static_cast<unsigned>(n_pages), static_cast<unsigned>(pool.n_kv_heads));
+  DigestKernel<<<grid, 64, 0, AsStream(stream)>>>(
+      reinterpret_cast<const __half*>(pool.base), pool.page_tokens, pool.n_kv_heads,
+      pool.head_dim, d_pages, reinterpret_cast<__half*>(d_digests));
+  return LaunchStatus("CudaUpdateDigests");
+}
+
+Status CudaPagedAttentionPrefill(const KvPool& pool, const PageRef* d_pages, int n_pages,
+                                 const float* d_q, const int32_t* d_q_pos, int64_t n_tokens,
+                                 int n_heads, float scale, float* d_out, void* stream) {
+  RETURN_IF_ERROR(CheckPool(pool, n_heads, "CudaPagedAttentionPrefill"));
+  if (pool.page_tokens != kPageKeys) {
+    return InvalidArgumentError("CudaPagedAttentionPrefill: page_tokens must be 16");
+  }
+  if (n_tokens < 0 || n_pages < 0) return InvalidArgumentError("CudaPagedAttentionPrefill: n < 0");
+  if (n_tokens == 0) return Status::Ok();
+  const size_t smem = PrefillSharedBytes(pool.head_dim);
+  if (smem > 48 * 1024) {
+    // Idempotent and not a stream operation: safe to repeat, and allowed during capture.
+    const cudaError_t err = cudaFuncSetAttribute(
+        PrefillAttentionKernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
+        static_cast<int>(smem));
+    if (err != cudaSuccess) return LaunchStatus("CudaPagedAttentionPrefill: shared memory");
+  }
+  const dim3 grid(Blocks(n_tokens, kPrefillRows), static_cast<unsigned>(n_heads));
+  PrefillAttentionKernel<<<grid, kPrefillWarps * kWarp, smem, AsStream(stream)>>>(
+      reinterpret_cast<const __half*>(pool.base), pool.n_kv_heads, pool.head_dim, d_pages,
+      n_pages, d_q, d_q_pos, n_tokens, n_heads, n_heads / pool.n_kv_heads, scale, d_out);
+  return LaunchStatus("CudaPagedAttentionPrefill");
+}
+
+size_t CudaScorePagesWorkspaceBytes(int n_heads, int n_cand) {
+  return AlignUp(static_cast<size_t>(std::max(n_heads, 0)) * std::max(n_cand, 0) *
+                 sizeof(float));
+}
+
+Status CudaScorePages(const KvPool& pool, const uint16_t* d_digests, const PageRef* d_pages,
+                      int n_cand, const float* d_q, int n_heads, float scale, float* d_scores,
+                      void* d_workspace, void* stream) {
+  RETURN_IF_ERROR(CheckPool(pool, n_heads, "CudaScorePages"));
+  if (n_cand < 0) return InvalidArgumentError("CudaScorePages: n_cand < 0");
+  if (n_cand == 0) return Status::Ok();
+  if (d_workspace == nullptr) return InvalidArgumentError("CudaScorePages: workspace required");
+  float* bounds = static_cast<float*>(d_workspace);
+  const int group = n_heads / pool.n_kv_heads;
+  const int64_t warps = static_cast<int64_t>(n_cand) * n_heads;
+  BoundKernel<<<Blocks(warps * kWarp, 256), 256, 0, AsStream(stream)>>>(
+      reinterpret_cast<const __half*>(d_digests), pool.n_kv_heads, pool.head_dim, d_pages,
+      n_cand, d_q, n_heads, group, scale, bounds);
+  RETURN_IF_ERROR(LaunchStatus("CudaScorePages bounds"));
+  NormaliseKernel<<<static_cast<unsigned>(pool.n_kv_heads), 1024, 0, AsStream(stream)>>>(
+      bounds, n_cand, group, d_scores);
+  return LaunchStatus("CudaScorePages normalise");
+}
+
+Status CudaTopK(const float* d_scores, int n_kv_heads, int n, int k, int32_t* d_index,
+                void* stream) {
+  if (n_kv_heads <= 0 || k <= 0 || k > n) return InvalidArgumentError("CudaTopK: need 0 < k <= n");
+  TopKKernel<<<static_cast<unsigned>(n_kv_heads), kTopKThreads, 0, AsStream(stream)>>>(d_scores,
+                                                                                     n, k, d_index);
+  return LaunchStatus("CudaTopK");
+}
+
+int CudaSelectedPages(int n_pages, int n_sink, int n_recent, int k_pages) {
+  const SelectShape s = ShapeOf(n_pages, n_sink, n_recent, k_pages);
+  return s.sink + s.k_eff + s.recent;
+}
+
+size_t CudaSelectPagesWorkspaceBytes(int n_heads, int n_kv_heads, int n_pages) {
+  const size_t n = static_cast<size_t>(std::max(n_pages, 0));
+  return CudaScorePagesWorkspaceBytes(n_heads, n_pages) +
+         AlignUp(static_cast<size_t>(std::max(n_kv_heads, 0)) * n * sizeof(float)) +
+         AlignUp(static_cast<size_t>(std::max(n_kv_heads, 0)) * n * sizeof(int32_t));
+}
+
+Status CudaSelectPages(const KvPool& pool, const uint16_t* d_digests, const PageRef* d_pages,
+                       int n_pages, int n_sink, int n_recent, int k_pages, const float* d_q,
+                       int n_heads, float scale, PageRef* d_selected, void* d_workspace,
+                       void* stream) {
+  RETURN_IF_ERROR(CheckPool(pool, n_heads, "CudaSelectPages"));
+  if (n_pages < 0) return InvalidArgumentError("CudaSelectPages: n_pages < 0");
+  const SelectShape s = ShapeOf(n_pages, n_sink, n_recent, k_pages);
+  const int n_sel = s.sink + s.k_eff + s.recent;
+  if (n_sel == 0) return Status::Ok();
+  const bool all = s.k_eff == s.cand;  // nothing to choose
+  int32_t* index = nullptr;
+  if (!all) {
+    if (d_workspace == nullptr) return InvalidArgumentError("CudaSelectPages: workspace required");
+    auto* ws = static_cast<char*>(d_workspace);
+    const size_t bounds_bytes = CudaScorePagesWorkspaceBytes(n_heads, n_pages);
+    auto* scores = reinterpret_cast<float*>(ws + bounds_bytes);
+    index = reinterpret_cast<int32_t*>(
+        ws + bounds_bytes +
+        AlignUp(static_cast<size_t>(pool.n_kv_heads) * n_pages * sizeof(float)));
+    RETURN_IF_ERROR(CudaScorePages(pool, d_digests, d_pages + s.sink, s.cand, d_q, n_heads, scale,
+                                   scores, ws, stream));
+    RETURN_IF_ERROR(CudaTopK(scores, pool.n_kv_heads, s.cand, s.k_eff, index, stream));
+  }
+  const dim3 grid(Blocks(n_sel, 128), static_cast<unsigned>(pool.n_kv_heads));
+  AssembleKernel<<<grid, 128, 0, AsStream(stream)>>>(d_pages, n_pages, s.sink, s.recent, s.k_eff,
+                                                     all, index, s.k_eff, d_selected);
+  return LaunchStatus("CudaSelectPages");
+}
+
+}  // namespace kvtier::kernels::cuda
