@@ -1,23 +1,48 @@
 #include "cache/tier_manager.h"
 
 #include <algorithm>
+#include <cstdio>
 
 namespace kvtier::cache {
+namespace {
 
-TierManager::TierManager(PagePool& pool, const ExtentShape& shape, KeyScheme scheme)
-    : pool_(pool), shape_(shape), scheme_(std::move(scheme)) {}
+storage::ExtentKey StorageKey(const ExtentKey& k) { return k.bytes; }
+
+std::string PinKey(std::string_view ns, std::string_view name) {
+  std::string k(ns);
+  k.push_back('\0');
+  k.append(name);
+  return k;
+}
+
+}  // namespace
+
+TierManager::TierManager(PagePool& pool, const ExtentShape& shape, KeyScheme scheme,
+                         TierOptions options)
+    : pool_(pool), shape_(shape), options_(options), index_(std::move(scheme)) {
+  if (options_.host_capacity_bytes > 0) {
+    host_ = std::make_unique<HostTier>(
+        HostTierOptions{options_.host_capacity_bytes, options_.host_codec}, &index_);
+  }
+}
 
 TierManager::~TierManager() {
+  pins_.clear();
   while (!device_map_.empty()) DropDevice(device_map_.begin());
 }
 
-bool TierManager::HeldOnlyByCache(const DeviceExtent& e) const {
+ExtentView TierManager::View(std::span<const int32_t> pages) const {
+  return ExtentView{pool_.view(), shape_, pages};
+}
+
+bool TierManager::DeviceEvictable(const ExtentKey& key, const DeviceExtent& e) const {
+  if (!index_.IsEvictable(key)) return false;
+  // A live sequence may hold the pages without a lease (it published them itself).
   return std::all_of(e.pages.begin(), e.pages.end(),
                      [&](int32_t p) { return pool_.refs(p) == 1; });
 }
 
-void TierManager::DropDevice(
-    std::unordered_map<ExtentKey, DeviceExtent, ExtentKeyHash>::iterator it) {
+void TierManager::DropDevice(DeviceMap::iterator it) {
   for (int32_t p : it->second.pages) pool_.Free(p);
   device_lru_.erase(it->second.lru);
   device_.extents -= 1;
@@ -25,28 +50,107 @@ void TierManager::DropDevice(
   device_map_.erase(it);
 }
 
+void TierManager::InsertDevice(const ExtentKey& key, std::vector<int32_t> pages) {
+  device_lru_.push_front(key);
+  device_.bytes += pages.size() * pool_.page_bytes();
+  device_.bytes_in += pages.size() * pool_.page_bytes();
+  device_.extents += 1;
+  device_map_.emplace(key, DeviceExtent{std::move(pages), device_lru_.begin()});
+}
+
+std::vector<TierProbe> TierManager::Probes() const {
+  std::vector<TierProbe> probes;
+  probes.push_back({"device", [this](const ExtentKey& k) { return device_map_.count(k) > 0; }});
+  if (host_) probes.push_back(host_->Probe("host"));
+  if (options_.disk != nullptr) {
+    storage::SegmentStore* disk = options_.disk;
+    probes.push_back({"disk", [disk](const ExtentKey& k) { return disk->Contains(k.bytes); }});
+  }
+  return probes;
+}
+
+Status TierManager::PromoteBytes(const ExtentKey& key, std::span<const uint8_t> bytes) {
+  RETURN_IF_ERROR(EnsureFreePages(static_cast<int64_t>(shape_.n_layers) * shape_.extent_pages));
+  ASSIGN_OR_RETURN(std::vector<int32_t> pages,
+                   AllocateExtentPages(pool_, shape_.n_layers, shape_.extent_pages));
+  Status s = DecodeExtent(bytes, View(pages));
+  if (!s.ok()) {
+    for (int32_t p : pages) pool_.Free(p);
+    return s;
+  }
+  InsertDevice(key, std::move(pages));
+  return Status::Ok();
+}
+
 Result<PrefixHit> TierManager::AcquirePrefix(std::string_view ns, std::span<const int32_t> tokens,
                                              int64_t max_tokens) {
   PrefixHit hit;
   hit.page_tables.resize(shape_.n_layers);
   const int64_t extent_tokens = shape_.tokens();
-  const int64_t usable = std::min<int64_t>(static_cast<int64_t>(tokens.size()), max_tokens);
-  const std::vector<ExtentKey> keys = ComputeKeyChain(scheme_, ns, tokens.first(usable));
-  for (const ExtentKey& key : keys) {
-    auto it = device_map_.find(key);
-    if (it == device_map_.end()) {
-      ++device_.misses;
-      break;
+  const int64_t usable = std::clamp<int64_t>(max_tokens, 0, static_cast<int64_t>(tokens.size()));
+  const std::vector<TierProbe> probes = Probes();
+  PrefixMatch match = index_.Lookup(ns, tokens.first(usable), probes);
+  if (match.matched_extents < static_cast<int64_t>(match.keys.size())) ++device_.misses;
+
+  // Extents only on disk are read all at once (many I/Os in flight).
+  std::vector<storage::ExtentKey> disk_keys;
+  for (int64_t i = 0; i < match.matched_extents; ++i) {
+    if (probes[match.tier_of[i]].name == "disk") disk_keys.push_back(StorageKey(match.keys[i]));
+  }
+  std::vector<Result<storage::StoredExtent>> disk_reads;
+  if (!disk_keys.empty()) disk_reads = options_.disk->MultiGet(disk_keys);
+  size_t next_disk = 0;
+
+  int64_t served = 0;
+  for (int64_t i = 0; i < match.matched_extents; ++i) {
+    const ExtentKey& key = match.keys[i];
+    const std::string& tier = probes[match.tier_of[i]].name;
+    auto dev = device_map_.find(key);
+    if (dev == device_map_.end()) {
+      Status s;
+      if (tier == "host") {
+        auto bytes = host_->Get(key);
+        s = bytes ? PromoteBytes(key, *bytes) : NotFoundError("evicted from host");
+        if (s.ok()) hit.bytes_promoted += bytes->size();
+        if (s.ok()) hit.tokens_from_host += extent_tokens;
+        if (!s.ok() && bytes) host_->Erase(key);  // undecodable: never serve it again
+      } else if (tier == "disk") {
+        Result<storage::StoredExtent>& read = disk_reads[next_disk++];
+        s = read.ok() ? PromoteBytes(key, read->bytes()) : read.status();
+        if (s.ok()) {
+          hit.bytes_promoted += read->bytes().size();
+          hit.tokens_from_disk += extent_tokens;
+          if (host_) {  // promotion: keep a RAM copy too
+            dev = device_map_.find(key);
+            (void)host_->PutExtent(key, View(dev->second.pages));
+          }
+        } else if (read.ok()) {
+          (void)options_.disk->Remove(StorageKey(key));
+        }
+      } else {
+        s = NotFoundError("extent vanished from the device tier");
+      }
+      if (!s.ok()) {
+        std::fprintf(stderr, "kvtier: cached extent %s from %s not used: %s\n",
+                     key.Hex().substr(0, 16).c_str(), tier.c_str(), s.ToString().c_str());
+        break;
+      }
+      owner_ns_.emplace(key, std::string(ns));
+      dev = device_map_.find(key);
+    } else {
+      hit.tokens_from_device += extent_tokens;
     }
     ++device_.hits;
-    device_lru_.splice(device_lru_.begin(), device_lru_, it->second.lru);
+    device_lru_.splice(device_lru_.begin(), device_lru_, dev->second.lru);
     for (int l = 0; l < shape_.n_layers; ++l) {
-      const auto first = it->second.pages.begin() + static_cast<ptrdiff_t>(l) * shape_.extent_pages;
+      const auto first =
+          dev->second.pages.begin() + static_cast<ptrdiff_t>(l) * shape_.extent_pages;
       hit.page_tables[l].insert(hit.page_tables[l].end(), first, first + shape_.extent_pages);
     }
-    hit.tokens += extent_tokens;
-    hit.tokens_from_device += extent_tokens;
+    ++served;
   }
+  hit.tokens = served * extent_tokens;
+  hit.lease = index_.Acquire(std::span<const ExtentKey>(match.keys).first(served));
   return hit;
 }
 
@@ -55,8 +159,8 @@ Status TierManager::Publish(std::string_view ns, std::span<const int32_t> tokens
   if (static_cast<int>(page_tables.size()) != shape_.n_layers) {
     return InvalidArgumentError("publish: page tables do not match the extent shape");
   }
-  n_tokens = std::min<int64_t>(n_tokens, static_cast<int64_t>(tokens.size()));
-  const std::vector<ExtentKey> keys = ComputeKeyChain(scheme_, ns, tokens.first(n_tokens));
+  n_tokens = std::clamp<int64_t>(n_tokens, 0, static_cast<int64_t>(tokens.size()));
+  const std::vector<ExtentKey> keys = index_.KeyChain(ns, tokens.first(n_tokens));
   for (size_t i = 0; i < keys.size(); ++i) {
     auto it = device_map_.find(keys[i]);
     if (it != device_map_.end()) {
@@ -66,13 +170,50 @@ Status TierManager::Publish(std::string_view ns, std::span<const int32_t> tokens
     ASSIGN_OR_RETURN(std::vector<int32_t> pages,
                      ExtentPageIds(page_tables, static_cast<int64_t>(i), shape_.extent_pages));
     for (int32_t p : pages) pool_.Ref(p);
-    device_lru_.push_front(keys[i]);
-    device_.bytes += pages.size() * pool_.page_bytes();
-    device_.bytes_in += pages.size() * pool_.page_bytes();
-    device_.extents += 1;
-    device_map_.emplace(keys[i], DeviceExtent{std::move(pages), device_lru_.begin()});
+    InsertDevice(keys[i], std::move(pages));
+    owner_ns_.emplace(keys[i], std::string(ns));
+    pending_write_through_.push_back(keys[i]);
   }
   return Status::Ok();
+}
+
+void TierManager::WriteThrough() {
+  if (pending_write_through_.empty()) return;
+  std::vector<ExtentKey> keys;
+  keys.swap(pending_write_through_);
+  if (!host_ && options_.disk == nullptr) return;
+  std::vector<uint8_t> encoded;
+  bool wrote_disk = false;
+  for (const ExtentKey& key : keys) {
+    auto it = device_map_.find(key);
+    if (it == device_map_.end()) continue;  // evicted meanwhile
+    const ExtentView view = View(it->second.pages);
+    if (host_ && !host_->Contains(key)) {
+      Status s = host_->PutExtent(key, view);
+      if (!s.ok() && s.code() != StatusCode::kResourceExhausted) ++write_errors_;
+    }
+    if (options_.disk != nullptr && !options_.disk->Contains(StorageKey(key))) {
+      Status s = EncodeExtent(view, options_.disk_codec, &encoded);
+      if (s.ok()) {
+        s = options_.disk->Put(StorageKey(key), static_cast<uint8_t>(options_.disk_codec.codec),
+                               CodecPayloadBytes(options_.disk_codec.codec, shape_), encoded);
+      }
+      if (s.ok()) {
+        wrote_disk = true;
+      } else {
+        ++write_errors_;
+        std::fprintf(stderr, "kvtier: disk tier write failed: %s\n", s.ToString().c_str());
+        if (s.code() == StatusCode::kResourceExhausted || s.code() == StatusCode::kIOError) break;
+      }
+    }
+  }
+  if (wrote_disk) {
+    Status s = options_.disk->Sync();
+    if (!s.ok()) {
+      ++write_errors_;
+      std::fprintf(stderr, "kvtier: disk tier sync failed: %s\n", s.ToString().c_str());
+    }
+  }
 }
 
 Status TierManager::EnsureFreePages(int64_t pages) {
@@ -80,9 +221,12 @@ Status TierManager::EnsureFreePages(int64_t pages) {
   while (pool_.free_pages() < pages && it != device_lru_.begin()) {
     --it;
     auto entry = device_map_.find(*it);
-    if (!HeldOnlyByCache(entry->second)) continue;
-    auto next = it;  // DropDevice erases `it`; continue from its successor's predecessor
-    ++next;
+    if (!DeviceEvictable(entry->first, entry->second)) continue;
+    // Demotion: make sure a lower tier keeps the extent before its pages go.
+    if (host_ && !host_->Contains(entry->first)) {
+      (void)host_->PutExtent(entry->first, View(entry->second.pages));
+    }
+    auto next = std::next(it);
     DropDevice(entry);
     ++device_.evictions;
     it = next;
@@ -95,18 +239,69 @@ Status TierManager::EnsureFreePages(int64_t pages) {
   return Status::Ok();
 }
 
-uint64_t TierManager::EvictDevice() {
+Status TierManager::Pin(std::string_view ns, std::string_view name,
+                        std::span<const int32_t> tokens) {
+  const std::vector<ExtentKey> keys = index_.KeyChain(ns, tokens);
+  ASSIGN_OR_RETURN(PinHandle handle, index_.Pin(ns, name, keys));
+  pins_[PinKey(ns, name)] = std::move(handle);
+  return Status::Ok();
+}
+
+Status TierManager::Unpin(std::string_view ns, std::string_view name) {
+  RETURN_IF_ERROR(index_.Unpin(ns, name));
+  pins_.erase(PinKey(ns, name));
+  return Status::Ok();
+}
+
+Result<uint64_t> TierManager::Evict(std::string_view ns, std::string_view tier) {
+  const bool all = tier == "all";
+  if (!all && tier != "device" && tier != "host" && tier != "disk") {
+    return InvalidArgumentError("evict: unknown tier '" + std::string(tier) + "'");
+  }
   uint64_t freed = 0;
-  for (auto it = device_map_.begin(); it != device_map_.end();) {
-    auto next = std::next(it);
-    if (HeldOnlyByCache(it->second)) {
-      freed += it->second.pages.size() * pool_.page_bytes();
-      DropDevice(it);
-      ++device_.evictions;
+  std::vector<ExtentKey> owned;
+  for (const auto& [key, owner] : owner_ns_) {
+    if (owner == ns && index_.IsEvictable(key)) owned.push_back(key);
+  }
+  for (const ExtentKey& key : owned) {
+    if (all || tier == "device") {
+      auto it = device_map_.find(key);
+      if (it != device_map_.end() && DeviceEvictable(key, it->second)) {
+        freed += it->second.pages.size() * pool_.page_bytes();
+        DropDevice(it);
+        ++device_.evictions;
+      }
     }
-    it = next;
+    if (host_ && (all || tier == "host")) {
+      auto bytes = host_->Contains(key) ? host_->Get(key) : nullptr;
+      if (bytes && host_->Erase(key)) freed += bytes->size();
+    }
+    if (options_.disk != nullptr && (all || tier == "disk")) {
+      auto stored = options_.disk->Contains(StorageKey(key)) ? options_.disk->Get(StorageKey(key))
+                                                             : Result<storage::StoredExtent>(
+                                                                   NotFoundError("absent"));
+      if (stored.ok() && options_.disk->Remove(StorageKey(key)).ok()) {
+        freed += stored->bytes().size();
+      }
+    }
   }
   return freed;
+}
+
+TierStatsSnapshot TierManager::Stats() const {
+  TierStatsSnapshot s;
+  s.device = device_;
+  if (host_) {
+    s.has_host = true;
+    s.host = host_->stats();
+  }
+  if (options_.disk != nullptr) {
+    s.has_disk = true;
+    s.disk = options_.disk->stats();
+    s.disk_io_engine = std::string(options_.disk->io_engine_name());
+  }
+  s.disk_write_errors = write_errors_;
+  return s;
 }
 
 }  // namespace kvtier::cache

@@ -38,7 +38,9 @@ void PrintUsage(std::FILE* out) {
       "\n"
       "local mode (no daemon): --local [--model PATH] [--threads N] [--context N]\n"
       "  [--state-dir DIR] [--cache-dir DIR] [--device auto|cpu|cuda]\n"
-      "  The default model is <cache-dir>/models/%s (scripts/fetch-model puts it there).\n",
+      "  [--host-cache-bytes N] [--disk-cache-bytes N (0: no disk tier)]\n"
+      "  The default model is <cache-dir>/models/%s (scripts/fetch-model puts it there).\n"
+      "  Cached prompt prefixes persist in <cache-dir>/kv (index in <state-dir>/kv-index).\n",
       kDefaultModelFile);
 }
 
@@ -127,6 +129,13 @@ std::string DefaultCacheDir() {
   return std::string(home ? home : "/tmp") + "/.cache/kvtier";
 }
 
+std::string DefaultStateDir() {
+  if (const char* d = std::getenv("KVTIER_STATE_DIR"); d && *d) return d;
+  if (const char* x = std::getenv("XDG_STATE_HOME"); x && *x) return std::string(x) + "/kvtier";
+  const char* home = std::getenv("HOME");
+  return std::string(home ? home : "/tmp") + "/.local/state/kvtier";
+}
+
 std::string ReadAll(std::istream& in) {
   return std::string(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
 }
@@ -138,8 +147,9 @@ const std::map<std::string, std::vector<std::string>> kCommandOptions = {
       "attention", "budget"}},
     {"tokenize", {}},
 };
-const std::vector<std::string> kLocalOptions = {"model", "threads", "context", "state-dir",
-                                                "cache-dir", "device", "socket", "kv-bytes"};
+const std::vector<std::string> kLocalOptions = {
+    "model",  "threads", "context",  "state-dir",        "cache-dir",
+    "device", "socket",  "kv-bytes", "host-cache-bytes", "disk-cache-bytes"};
 
 Status CheckOptions(const Args& a) {
   const auto& allowed = kCommandOptions.at(a.command);
@@ -188,6 +198,21 @@ kvtier::Result<std::unique_ptr<kvtier::engine::Engine>> OpenLocalEngine(const Ar
       return kvtier::InvalidArgumentError("--kv-bytes must be a positive integer");
     }
     opt.kv_capacity_bytes = static_cast<uint64_t>(v);
+  }
+  opt.cache_dir = cache_dir;
+  opt.state_dir = a.values.count("state-dir") ? a.values.at("state-dir") : DefaultStateDir();
+  if (a.values.count("host-cache-bytes")) {
+    if (!ParseInt(a.values.at("host-cache-bytes"), 0, 1LL << 50, &v)) {
+      return kvtier::InvalidArgumentError("--host-cache-bytes must be an integer >= 0");
+    }
+    opt.host_cache_bytes = static_cast<uint64_t>(v);
+  }
+  if (a.values.count("disk-cache-bytes")) {
+    if (!ParseInt(a.values.at("disk-cache-bytes"), 0, 1LL << 50, &v)) {
+      return kvtier::InvalidArgumentError("--disk-cache-bytes must be an integer >= 0");
+    }
+    opt.disk_cache_bytes = static_cast<uint64_t>(v);
+    if (v == 0) opt.cache_dir.clear();  // no disk tier
   }
   if (a.values.count("device")) {
     const std::string& d = a.values.at("device");
@@ -305,7 +330,7 @@ int RunGenerate(const Args& a) {
           {"prefill_ms", r.timing.prefill_ms},
           {"decode_ms", r.timing.decode_ms},
           {"decode_tokens_per_s", r.timing.decode_tokens_per_s}}},
-        {"retrieval", {{"pages_attended_avg", 0}, {"bytes_promoted", 0}}},
+        {"retrieval", {{"pages_attended_avg", 0}, {"bytes_promoted", r.bytes_promoted}}},
     };
     std::cout << j.dump() << "\n";
   } else {

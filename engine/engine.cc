@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <filesystem>
 #include <random>
 
 namespace kvtier::engine {
@@ -44,9 +45,30 @@ Status Engine::ReserveTokens(cache::SequenceKv& seq, int64_t n_tokens) {
   return seq.Reserve(n_tokens);
 }
 
-cache::TierCounters Engine::DeviceTierCounters() {
+cache::TierStatsSnapshot Engine::TierStats() {
   std::lock_guard<std::mutex> lock(compute_mu_);
-  return tiers_->device_counters();
+  return tiers_->Stats();
+}
+
+Result<uint64_t> Engine::Evict(const std::string& ns, const std::string& tier) {
+  std::lock_guard<std::mutex> lock(compute_mu_);
+  return tiers_->Evict(ns, tier);
+}
+
+Status Engine::Pin(const std::string& ns, const std::string& name, const GenerateRequest& prompt) {
+  ASSIGN_OR_RETURN(std::vector<int32_t> tokens, PromptTokens(prompt));
+  std::lock_guard<std::mutex> lock(compute_mu_);
+  return tiers_->Pin(ns, name, tokens);
+}
+
+Status Engine::Unpin(const std::string& ns, const std::string& name) {
+  std::lock_guard<std::mutex> lock(compute_mu_);
+  return tiers_->Unpin(ns, name);
+}
+
+std::vector<cache::PinInfo> Engine::Pins(const std::string& ns) {
+  std::lock_guard<std::mutex> lock(compute_mu_);
+  return tiers_->Pins(ns);
 }
 
 Result<std::unique_ptr<Engine>> Engine::Create(const EngineOptions& options) {
@@ -71,7 +93,23 @@ Result<std::unique_ptr<Engine>> Engine::Create(const EngineOptions& options) {
   // whichever tier serves it.
   scheme.layout = cache::LayoutId(cache::CodecSpec{cache::Codec::kQ8, false}, extent_shape);
   scheme.extent_tokens = extent_shape.tokens();
-  e->tiers_ = std::make_unique<cache::TierManager>(*e->pages_, extent_shape, std::move(scheme));
+  cache::TierOptions tier_options;
+  tier_options.host_capacity_bytes = options.host_cache_bytes;
+  if (!options.cache_dir.empty() && options.prefix_cache) {
+    storage::SegmentStoreOptions so;
+    so.dir = options.cache_dir + "/kv";
+    so.index_dir = (options.state_dir.empty() ? options.cache_dir : options.state_dir) + "/kv-index";
+    so.disk_budget_bytes = options.disk_cache_bytes;
+    std::error_code ec;
+    std::filesystem::create_directories(so.dir, ec);
+    std::filesystem::create_directories(so.index_dir, ec);
+    auto store = storage::SegmentStore::Open(so);
+    if (!store.ok()) return store.status().WithContext("disk tier");
+    e->disk_ = std::move(store).value();
+    tier_options.disk = e->disk_.get();
+  }
+  e->tiers_ = std::make_unique<cache::TierManager>(*e->pages_, extent_shape, std::move(scheme),
+                                                   tier_options);
   e->forward_ = std::make_unique<model::ForwardPass>(*e->model_, *e->threads_,
                                                      std::max(1, options.batch_tokens));
   return e;
@@ -117,6 +155,12 @@ Result<GenerateResult> Engine::Generate(const GenerateRequest& request,
   std::lock_guard<std::mutex> lock(compute_mu_);
   const int n_layers = model_->config().n_layers;
   cache::SequenceKv seq(*pages_, n_layers);
+  cache::ExtentLease lease;  // the cached prefix in use: not evictable until we finish
+  // Lower tiers get the extents this request published once it is answered (or fails).
+  struct WriteThroughAtEnd {
+    cache::TierManager* tiers;
+    ~WriteThroughAtEnd() { tiers->WriteThrough(); }
+  } write_through{tiers_.get()};
   const Clock::time_point prefill_start = Clock::now();
   int64_t cached = 0;
   if (options_.prefix_cache) {
@@ -127,6 +171,10 @@ Result<GenerateResult> Engine::Generate(const GenerateRequest& request,
     RETURN_IF_ERROR(seq.AdoptPrefix(hit.page_tables));
     cached = hit.tokens;
     result.usage.cached_by_tier.device = hit.tokens_from_device;
+    result.usage.cached_by_tier.host = hit.tokens_from_host;
+    result.usage.cached_by_tier.disk = hit.tokens_from_disk;
+    result.bytes_promoted = hit.bytes_promoted;
+    lease = std::move(hit.lease);
   }
   result.usage.cached_tokens = cached;
   RETURN_IF_ERROR(ReserveTokens(seq, static_cast<int64_t>(prompt.size())));

@@ -17,6 +17,7 @@
 #include "base/status.h"
 #include "cache/page_pool.h"
 #include "cache/tier_manager.h"
+#include "storage/segment_store.h"
 #include "engine/sampler.h"
 #include "kernels/cpu/thread_pool.h"
 #include "model/model.h"
@@ -30,6 +31,12 @@ struct EngineOptions {
   uint64_t kv_capacity_bytes = 0;  // device-tier KV pool; 0: enough for one context_tokens sequence
   int batch_tokens = 512;       // prompt tokens per forward batch
   bool prefix_cache = true;     // reuse the KV of cached prompt prefixes (DESIGN §4)
+  uint64_t host_cache_bytes = 1ull << 30;  // host tier (q8 extents in RAM); 0: none
+  // Disk tier: segment files under <cache_dir>/kv, the RocksDB index under <state_dir>/kv-index.
+  // Empty cache_dir: no disk tier (the cache then does not survive the process).
+  std::string cache_dir;
+  std::string state_dir;
+  uint64_t disk_cache_bytes = 16ull << 30;
 };
 
 struct GenerateRequest {
@@ -68,6 +75,7 @@ struct GenerateResult {
   std::string finish_reason;  // "stop", "length", "cancelled"
   std::vector<int32_t> tokens;
   Usage usage;
+  uint64_t bytes_promoted = 0;  // encoded bytes of cached extents decoded onto the device
   Timing timing;
   uint64_t seed = 0;
 };
@@ -108,8 +116,14 @@ class Engine {
   };
   Result<SpeedResult> MeasureSpeed(const std::vector<int32_t>& prompt, int n_gen);
 
-  // Counters of the device tier (the cached extents whose pages stay in the page pool).
-  cache::TierCounters DeviceTierCounters();
+  // Counters of every tier.
+  cache::TierStatsSnapshot TierStats();
+  // Drops namespace `ns`'s unpinned cached extents from a tier ("device", "host", "disk", "all").
+  Result<uint64_t> Evict(const std::string& ns, const std::string& tier);
+  // Named pins over the cached prefix of a prompt (after a prefill of it), per namespace.
+  Status Pin(const std::string& ns, const std::string& name, const GenerateRequest& prompt);
+  Status Unpin(const std::string& ns, const std::string& name);
+  std::vector<cache::PinInfo> Pins(const std::string& ns);
 
  private:
   Engine() = default;
@@ -120,6 +134,7 @@ class Engine {
   std::unique_ptr<model::Model> model_;
   std::unique_ptr<kernels::ThreadPool> threads_;
   std::unique_ptr<cache::PagePool> pages_;
+  std::unique_ptr<storage::SegmentStore> disk_;  // before tiers_: outlives it
   std::unique_ptr<cache::TierManager> tiers_;
   std::unique_ptr<model::ForwardPass> forward_;
   std::mutex compute_mu_;  // guards threads_, pages_, tiers_, forward_ (the compute resources)

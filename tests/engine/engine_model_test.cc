@@ -1,6 +1,7 @@
 // End to end on the real SmolLM2-135M-Instruct Q4_1 GGUF (label: model).
 #include <gtest/gtest.h>
 
+#include <filesystem>
 #include <string>
 #include <vector>
 
@@ -208,6 +209,102 @@ TEST_F(EngineModelTest, PrefillReportsProgressAndCancelKeepsComputedExtents) {
   EXPECT_EQ(seen.front().first, 512);
   EXPECT_EQ(seen.back().first, total);
   for (size_t i = 1; i < seen.size(); ++i) EXPECT_GT(seen[i].first, seen[i - 1].first);
+}
+
+}  // namespace
+}  // namespace kvtier::engine
+
+namespace kvtier::engine {
+namespace {
+
+std::string LongDoc(int lines) {
+  std::string doc;
+  for (int i = 0; i < lines; ++i) {
+    doc += "Entry " + std::to_string(i) + " records that extent " + std::to_string(i * 7) +
+           " moved between tiers. ";
+  }
+  return doc;
+}
+
+TEST(EngineTiersModelTest, PrefixSurvivesTheProcessThroughTheDiskTier) {
+  const std::string dir = testing::MakeTempDir("kvtier_engine_disk_");
+  EngineOptions opt;
+  opt.model_path = testing::ModelPath();
+  opt.threads = 2;
+  opt.cache_dir = dir + "/cache";
+  opt.state_dir = dir + "/state";
+  GenerateRequest r;
+  r.prompt = LongDoc(60);
+  r.raw = true;
+  r.max_tokens = 4;
+  r.sampling.temperature = 0;
+  r.seed_given = true;
+  int64_t prompt_tokens = 0;
+  {
+    auto e = Engine::Create(opt);
+    ASSERT_TRUE(e.ok()) << e.status().ToString();
+    auto first = (*e)->Generate(r, nullptr);
+    ASSERT_TRUE(first.ok()) << first.status().ToString();
+    EXPECT_EQ(first->usage.cached_tokens, 0);
+    prompt_tokens = first->usage.prompt_tokens;
+    const auto stats = (*e)->TierStats();
+    EXPECT_TRUE(stats.has_disk);
+    EXPECT_EQ(stats.disk.records, static_cast<uint64_t>(prompt_tokens / 64));
+    EXPECT_EQ(stats.host.extents, prompt_tokens / 64);
+  }
+  {
+    auto e = Engine::Create(opt);  // a new engine: nothing on the device or in RAM
+    ASSERT_TRUE(e.ok());
+    auto second = (*e)->Generate(r, nullptr);
+    ASSERT_TRUE(second.ok()) << second.status().ToString();
+    EXPECT_EQ(second->usage.cached_tokens, (prompt_tokens - 1) / 64 * 64);
+    EXPECT_EQ(second->usage.cached_by_tier.disk, second->usage.cached_tokens);
+    EXPECT_EQ(second->usage.cached_by_tier.device, 0);
+    EXPECT_GT(second->bytes_promoted, 0u);
+    // Promoted extents are now on the device for the next request.
+    auto third = (*e)->Generate(r, nullptr);
+    ASSERT_TRUE(third.ok());
+    EXPECT_EQ(third->usage.cached_by_tier.device, second->usage.cached_tokens);
+    EXPECT_EQ(third->tokens, second->tokens);
+
+    // evict: the namespace's extents leave every tier; the next request computes everything.
+    auto freed = (*e)->Evict("local", "all");
+    ASSERT_TRUE(freed.ok());
+    EXPECT_GT(*freed, 0u);
+    auto fourth = (*e)->Generate(r, nullptr);
+    ASSERT_TRUE(fourth.ok());
+    EXPECT_EQ(fourth->usage.cached_tokens, 0);
+  }
+  std::filesystem::remove_all(dir);
+}
+
+TEST(EngineTiersModelTest, DeviceEvictionDemotesToHost) {
+  EngineOptions opt;
+  opt.model_path = testing::ModelPath();
+  opt.threads = 2;
+  opt.context_tokens = 2048;
+  // Room for one ~1,000-token sequence on the device, not for two.
+  opt.kv_capacity_bytes = 30ull * 2 * 16 * 3 * 64 * 2 * (1100 / 16);
+  auto e = Engine::Create(opt);
+  ASSERT_TRUE(e.ok()) << e.status().ToString();
+  GenerateRequest a;
+  a.prompt = LongDoc(45);
+  a.raw = true;
+  a.max_tokens = 2;
+  a.sampling.temperature = 0;
+  a.seed_given = true;
+  GenerateRequest b = a;
+  b.prompt = "Another document entirely. " + LongDoc(44);
+  ASSERT_TRUE((*e)->Generate(a, nullptr).ok());
+  ASSERT_TRUE((*e)->Generate(b, nullptr).ok());  // evicts a's extents from the device
+  auto again = (*e)->Generate(a, nullptr);
+  ASSERT_TRUE(again.ok()) << again.status().ToString();
+  EXPECT_GT(again->usage.cached_by_tier.host, 0);
+  EXPECT_EQ(again->usage.cached_tokens,
+            again->usage.cached_by_tier.host + again->usage.cached_by_tier.device);
+  const auto stats = (*e)->TierStats();
+  EXPECT_GT(stats.device.evictions, 0);
+  EXPECT_GT(stats.host.hits, 0);
 }
 
 }  // namespace
