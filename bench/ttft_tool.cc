@@ -68,6 +68,7 @@ int main(int argc, char** argv) {
   nlohmann::json j = {
       {"mode", mode},
       {"ttft_ms", res->timing.ttft_ms},
+      {"cache_ms", res->timing.cache_ms},
       {"prompt_tokens", u.prompt_tokens},
       {"cached_tokens", u.cached_tokens},
       {"cached_by_tier",

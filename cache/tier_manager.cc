@@ -120,9 +120,9 @@ Result<PrefixHit> TierManager::AcquirePrefix(std::string_view ns, std::span<cons
         if (s.ok()) {
           hit.bytes_promoted += read->bytes().size();
           hit.tokens_from_disk += extent_tokens;
-          if (host_) {  // promotion: keep a RAM copy too
-            dev = device_map_.find(key);
-            (void)host_->PutExtent(key, View(dev->second.pages));
+          if (host_) {  // promotion: keep a RAM copy too (as stored: decoding handles zstd)
+            const auto b = read->bytes();
+            (void)host_->Put(key, std::vector<uint8_t>(b.begin(), b.end()));
           }
         } else if (read.ok()) {
           (void)options_.disk->Remove(StorageKey(key));

@@ -169,6 +169,7 @@ Result<GenerateResult> Engine::Generate(const GenerateRequest& request,
                      tiers_->AcquirePrefix(request.cache_namespace, prompt,
                                            static_cast<int64_t>(prompt.size()) - 1));
     RETURN_IF_ERROR(seq.AdoptPrefix(hit.page_tables));
+    result.timing.cache_ms = MsSince(prefill_start);
     cached = hit.tokens;
     result.usage.cached_by_tier.device = hit.tokens_from_device;
     result.usage.cached_by_tier.host = hit.tokens_from_host;

@@ -65,7 +65,8 @@ struct Usage {
 
 struct Timing {
   double ttft_ms = 0;
-  double prefill_ms = 0;
+  double cache_ms = 0;    // finding the cached prefix and promoting it onto the device
+  double prefill_ms = 0;  // cache_ms + computing the uncached rest of the prompt
   double decode_ms = 0;
   double decode_tokens_per_s = 0;
 };
