@@ -168,16 +168,23 @@ Status SegmentStore::Recover() {
   std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(rocksdb::ReadOptions()));
   for (it->SeekToFirst(); it->Valid(); it->Next()) {
     rocksdb::Slice k = it->key();
-    if (k.starts_with("!")) {
-      if (k == rocksdb::Slice(kNextSegmentKey.data(), kNextSegmentKey.size()) && !wipe &&
-          it->value().size() == 8) {
-        uint64_t next;
-        std::memcpy(&next, it->value().data(), 8);
-        if (next > 0) max_id = std::max(max_id, next - 1);
+    // Extent keys are exactly 32 bytes; the meta keys ("!format", "!next_segment") are not.
+    // (A prefix test would misread the 1/256 of extent keys whose first byte is '!'.)
+    if (k.size() != sizeof(ExtentKey)) {
+      if (k == rocksdb::Slice(kFormatKey.data(), kFormatKey.size())) continue;
+      if (k == rocksdb::Slice(kNextSegmentKey.data(), kNextSegmentKey.size())) {
+        if (!wipe && it->value().size() == 8) {
+          uint64_t next;
+          std::memcpy(&next, it->value().data(), 8);
+          if (next > 0) max_id = std::max(max_id, next - 1);
+        }
+        continue;
       }
+      fixes.Delete(k);
+      ++dropped;
       continue;
     }
-    if (wipe || k.size() != sizeof(ExtentKey)) {
+    if (wipe) {
       fixes.Delete(k);
       ++dropped;
       continue;

@@ -2,7 +2,9 @@
 #pragma once
 
 #include <gtest/gtest.h>
+#include <stdlib.h>
 
+#include <algorithm>
 #include <cstdint>
 #include <filesystem>
 #include <string>
@@ -38,6 +40,20 @@ inline std::vector<uint8_t> ContentOf(uint64_t i, size_t size) {
 // A temporary store layout: segments under <root>/cache, index under <root>/state.
 struct TempStoreDir {
   TempStoreDir() : root(kvtier::testing::MakeTempDir("kvtier_storage_")) {}
+  // In memory (/dev/shm) when available: for tests that cut and rewrite a file thousands of
+  // times, which a real disk (ext4 with discard) makes slow and noisy under load.
+  struct InMemory {};
+  explicit TempStoreDir(InMemory) {
+    std::error_code ec;
+    if (std::filesystem::is_directory("/dev/shm", ec)) {
+      std::string tmpl = "/dev/shm/kvtier_storage_XXXXXX";
+      if (mkdtemp(tmpl.data()) != nullptr) {
+        root = tmpl;
+        return;
+      }
+    }
+    root = kvtier::testing::MakeTempDir("kvtier_storage_");
+  }
   ~TempStoreDir() {
     std::error_code ec;
     std::filesystem::remove_all(root, ec);
