@@ -178,13 +178,14 @@ int main(int argc, char** argv) {
     if (i + 1 < ref_top.size()) ref_correct += ref_top[i] == tokens[prefix + i + 1];
   }
 
-  std::printf("codec quality: %s, %d-token prefix of %s (%d extents), %d teacher-forced positions\n",
-              m.config().name.c_str(), prefix, text_path.c_str(), n_extents, eval);
+  std::printf(
+      "codec quality: %s, %d-token prefix of %s (%d extents), %d teacher-forced positions\n",
+      m.config().name.c_str(), prefix, text_path.c_str(), n_extents, eval);
   std::printf("f16 KV: next-token accuracy %d/%d; %d/%d positions have a top-1 margin >= %.1f\n",
               ref_correct, eval - 1, n_decisive, eval, kDecisiveMargin);
-  std::printf("%-9s %9s %9s %16s %16s %9s %9s %8s %8s %7s %7s\n", "codec", "K relL2",
-              "V relL2", "top-1 agree", "agree|margin>=1", "next-tok", "mean KL", "size",
-              "+zstd", "enc ms", "dec ms");
+  std::printf("%-9s %9s %9s %16s %16s %9s %9s %8s %8s %7s %7s\n", "codec", "K relL2", "V relL2",
+              "top-1 agree", "agree|margin>=1", "next-tok", "mean KL", "size", "+zstd", "enc ms",
+              "dec ms");
   // Rows: the three codecs, then a control that moves every K/V element by at most one f16 ulp
   // (each element +1 ulp, -1 ulp or unchanged, fixed seed): the smallest perturbation the KV
   // can take. Its agreement is the noise floor of top-1 agreement on this model.
@@ -269,8 +270,9 @@ int main(int argc, char** argv) {
       }
     }
   }
-  std::printf("size: encoded bytes (header included) / f16 bytes; zstd level 3; times per extent "
-              "(%d layers x 64 tokens), one thread\n",
-              c.n_layers);
+  std::printf(
+      "size: encoded bytes (header included) / f16 bytes; zstd level 3; times per extent "
+      "(%d layers x 64 tokens), one thread\n",
+      c.n_layers);
   return 0;
 }

@@ -197,7 +197,8 @@ Q4Layout Q4LayoutOf(const ExtentShape& s) {
 
 inline void PackNibbles(const float* r, uint8_t* out, int d_n) {
   for (int j = 0; j < d_n / 2; ++j) {
-    out[j] = static_cast<uint8_t>(static_cast<int>(r[2 * j]) | (static_cast<int>(r[2 * j + 1]) << 4));
+    out[j] =
+        static_cast<uint8_t>(static_cast<int>(r[2 * j]) | (static_cast<int>(r[2 * j + 1]) << 4));
   }
 }
 
@@ -529,8 +530,7 @@ Status DecodeExtent(std::span<const uint8_t> bytes, const ExtentView& dst) {
   const uint8_t* payload = bytes.data() + kExtentHeaderBytes;
   thread_local std::vector<uint8_t> scratch;
   if (h.zstd) {
-    const unsigned long long content =
-        ZSTD_getFrameContentSize(payload, h.payload_bytes);
+    const unsigned long long content = ZSTD_getFrameContentSize(payload, h.payload_bytes);
     if (content != h.raw_payload_bytes) {
       return CorruptionError("encoded extent: zstd frame size does not match the header");
     }

@@ -59,8 +59,8 @@ Result<std::vector<int32_t>> ExtentPageIds(std::span<const std::vector<int32_t>>
   for (size_t l = 0; l < page_tables.size(); ++l) {
     if (page_tables[l].size() < first + extent_pages) {
       return InvalidArgumentError("extent pages: layer " + std::to_string(l) + " has " +
-                                  std::to_string(page_tables[l].size()) +
-                                  " pages, extent " + std::to_string(extent_index) + " needs " +
+                                  std::to_string(page_tables[l].size()) + " pages, extent " +
+                                  std::to_string(extent_index) + " needs " +
                                   std::to_string(first + extent_pages));
     }
     for (int i = 0; i < extent_pages; ++i) ids.push_back(page_tables[l][first + i]);

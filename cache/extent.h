@@ -27,9 +27,7 @@ struct ExtentShape {
 
   int tokens() const { return page_tokens * extent_pages; }
   // Elements of K (or of V) of one layer: [kv_head][tokens][head_dim].
-  size_t HalfElemsPerLayer() const {
-    return static_cast<size_t>(n_kv_heads) * tokens() * head_dim;
-  }
+  size_t HalfElemsPerLayer() const { return static_cast<size_t>(n_kv_heads) * tokens() * head_dim; }
   // The extent's K and V of all layers in f16: what codec f16 stores (its payload size).
   size_t RawBytes() const { return static_cast<size_t>(n_layers) * 2 * HalfElemsPerLayer() * 2; }
   // Positive fields, head_dim even (q4 packs pairs) and sizes that fit the codec header.
@@ -52,8 +50,8 @@ struct ExtentView {
   uint16_t* KRow(int layer, int head, int token) const { return Row(layer, head, token, false); }
   uint16_t* VRow(int layer, int head, int token) const { return Row(layer, head, token, true); }
   uint16_t* Row(int layer, int head, int token, bool value) const {
-    const int32_t page = pages[static_cast<size_t>(layer) * shape.extent_pages +
-                               token / shape.page_tokens];
+    const int32_t page =
+        pages[static_cast<size_t>(layer) * shape.extent_pages + token / shape.page_tokens];
     uint16_t* base = value ? pool.V(page) : pool.K(page);
     return base + (static_cast<size_t>(head) * shape.page_tokens + token % shape.page_tokens) *
                       shape.head_dim;

@@ -37,8 +37,8 @@ ExtentKey ComputeExtentKey(const KeyScheme& scheme, std::string_view ns, const E
   sha.UpdateField(scheme.model_fingerprint);
   sha.UpdateField(scheme.layout);
   sha.UpdateField(ns);
-  sha.UpdateField(std::string_view(reinterpret_cast<const char*>(parent.bytes.data()),
-                                   parent.bytes.size()));
+  sha.UpdateField(
+      std::string_view(reinterpret_cast<const char*>(parent.bytes.data()), parent.bytes.size()));
   std::string ids(extent_tokens.size() * 4, '\0');
   for (size_t i = 0; i < extent_tokens.size(); ++i) {
     const uint32_t v = static_cast<uint32_t>(extent_tokens[i]);

@@ -292,8 +292,8 @@ Status HostTier::Put(const ExtentKey& key, std::vector<uint8_t> encoded) {
     ++stats_.evictions;
   }
   lru_.push_front(key);
-  entries_.emplace(key, Entry{std::make_shared<const std::vector<uint8_t>>(std::move(encoded)),
-                              lru_.begin()});
+  entries_.emplace(
+      key, Entry{std::make_shared<const std::vector<uint8_t>>(std::move(encoded)), lru_.begin()});
   stats_.used_bytes += size;
   stats_.bytes_in += size;
   ++stats_.extents;

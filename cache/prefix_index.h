@@ -154,7 +154,7 @@ struct TierStats {
   uint64_t bytes_in = 0;   // bytes stored by Put
   uint64_t bytes_out = 0;  // bytes handed out by Get
   int64_t evictions = 0;
-  int64_t rejected = 0;    // Puts refused for lack of evictable room
+  int64_t rejected = 0;  // Puts refused for lack of evictable room
 };
 
 // Encoded extents in RAM under a byte capacity, least recently used evicted first; extents that

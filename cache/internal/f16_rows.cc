@@ -12,8 +12,7 @@ namespace kvtier::cache::internal {
 namespace {
 
 #if defined(__x86_64__)
-__attribute__((target("avx2,f16c"))) void F16RowToF32F16C(const uint16_t* src, float* dst,
-                                                          int n) {
+__attribute__((target("avx2,f16c"))) void F16RowToF32F16C(const uint16_t* src, float* dst, int n) {
   int i = 0;
   for (; i + 8 <= n; i += 8) {
     const __m128i h = _mm_loadu_si128(reinterpret_cast<const __m128i*>(src + i));
@@ -22,8 +21,7 @@ __attribute__((target("avx2,f16c"))) void F16RowToF32F16C(const uint16_t* src, f
   for (; i < n; ++i) dst[i] = kernels::F16ToF32(src[i]);
 }
 
-__attribute__((target("avx2,f16c"))) void F32RowToF16F16C(const float* src, uint16_t* dst,
-                                                          int n) {
+__attribute__((target("avx2,f16c"))) void F32RowToF16F16C(const float* src, uint16_t* dst, int n) {
   int i = 0;
   for (; i + 8 <= n; i += 8) {
     const __m128i h = _mm256_cvtps_ph(_mm256_loadu_ps(src + i), _MM_FROUND_TO_NEAREST_INT);

@@ -92,8 +92,8 @@ class CodecTest : public ::testing::Test {
       float x = n(rng) * (0.5f + 0.05f * l);
       if (kv == 0) {
         if (d == 3 || d == 17 || d == 40 + h) x = 30.0f + 8.0f * n(rng);  // outlier channels
-        if (t == 0) x *= 6.0f;                                           // sink token
-        if (d == 63) x = -200.0f;                                        // constant channel
+        if (t == 0) x *= 6.0f;                                            // sink token
+        if (d == 63) x = -200.0f;                                         // constant channel
       } else {
         if (t % 29 == 5) x *= 40.0f;  // large tokens
         if (t == 7) x = 0.0f;         // an all-zero row
@@ -209,7 +209,7 @@ TEST_F(CodecTest, RoundTripErrorBounds) {
         std::printf("max error / bound %.3f, mean |err| / mean |x| %.4f\n", st.max_ratio, rel);
         if (codec == Codec::kQ8) {
           EXPECT_LT(rel, structured ? 0.06 : 0.01);  // the -200 channel sets row scales
-          EXPECT_GT(rel, 1e-4);  // it is quantizing
+          EXPECT_GT(rel, 1e-4);                      // it is quantizing
         } else {
           EXPECT_LT(rel, structured ? 0.08 : 0.11);
           EXPECT_GT(rel, 1e-3);

@@ -25,8 +25,7 @@ std::vector<int32_t> Tokens(int n, int32_t start = 1000) {
 TEST(ExtentKeyTest, LayoutId) {
   EXPECT_EQ(Scheme().layout, "q8/pt16/ep4/L30/H3/D64");
   // zstd is lossless: the same layout.
-  EXPECT_EQ(LayoutId(CodecSpec{Codec::kQ8, true}, ExtentShape{30, 3, 64, 16, 4}),
-            Scheme().layout);
+  EXPECT_EQ(LayoutId(CodecSpec{Codec::kQ8, true}, ExtentShape{30, 3, 64, 16, 4}), Scheme().layout);
 }
 
 TEST(ExtentKeyTest, DeterministicAndKnownValue) {
@@ -49,23 +48,23 @@ TEST(ExtentKeyTest, EveryInputMatters) {
   const ExtentKey parent = ComputeExtentKey(base, "ns", ExtentKey{}, Tokens(64, 5));
   std::set<ExtentKey> keys;
   keys.insert(ComputeExtentKey(base, "ns", parent, t));
-  keys.insert(ComputeExtentKey(base, "ns2", parent, t));           // namespace
-  keys.insert(ComputeExtentKey(base, "ns", ExtentKey{}, t));       // parent
+  keys.insert(ComputeExtentKey(base, "ns2", parent, t));      // namespace
+  keys.insert(ComputeExtentKey(base, "ns", ExtentKey{}, t));  // parent
   std::vector<int32_t> t2 = t;
   t2[63] += 1;
-  keys.insert(ComputeExtentKey(base, "ns", parent, t2));           // last token
+  keys.insert(ComputeExtentKey(base, "ns", parent, t2));  // last token
   t2 = t;
   t2[0] = -1;
-  keys.insert(ComputeExtentKey(base, "ns", parent, t2));           // first token
+  keys.insert(ComputeExtentKey(base, "ns", parent, t2));  // first token
   KeyScheme s = base;
   s.layout = LayoutId(CodecSpec{Codec::kQ4, false}, ExtentShape{30, 3, 64, 16, 4});
-  keys.insert(ComputeExtentKey(s, "ns", parent, t));               // codec
+  keys.insert(ComputeExtentKey(s, "ns", parent, t));  // codec
   s = base;
   s.model_fingerprint = "fp-other";
-  keys.insert(ComputeExtentKey(s, "ns", parent, t));               // model
+  keys.insert(ComputeExtentKey(s, "ns", parent, t));  // model
   s = base;
   s.format_version = 2;
-  keys.insert(ComputeExtentKey(s, "ns", parent, t));               // format version
+  keys.insert(ComputeExtentKey(s, "ns", parent, t));  // format version
   EXPECT_EQ(keys.size(), 8u);
   // Field boundaries are unambiguous: moving a character between fields changes the key.
   KeyScheme x = base, y = base;
@@ -83,8 +82,8 @@ TEST(ExtentKeyTest, ChainProperty) {
   ASSERT_EQ(chain.size(), 3u);  // the trailing 17 tokens have no key
   ExtentKey parent;
   for (size_t i = 0; i < chain.size(); ++i) {
-    EXPECT_EQ(chain[i], ComputeExtentKey(s, "ns", parent,
-                                         std::span<const int32_t>(t).subspan(i * 64, 64)));
+    EXPECT_EQ(chain[i],
+              ComputeExtentKey(s, "ns", parent, std::span<const int32_t>(t).subspan(i * 64, 64)));
     parent = chain[i];
   }
   // A prefix's chain is a prefix of the chain.

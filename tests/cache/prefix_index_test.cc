@@ -145,9 +145,7 @@ class HostTierTest : public ::testing::Test {
       base[i] = kernels::F32ToF16(n(rng));
     }
   }
-  ExtentView View() const {
-    return ExtentView{pool_->view(), ExtentShape{2, 1, 8, 16, 4}, pages_};
-  }
+  ExtentView View() const { return ExtentView{pool_->view(), ExtentShape{2, 1, 8, 16, 4}, pages_}; }
   std::vector<uint8_t> Encoded(Codec c) const { return *EncodeExtent(View(), CodecSpec{c}); }
   static ExtentKey Key(int i) {
     ExtentKey k;
