@@ -320,43 +320,68 @@ __device__ int BlockExclusiveScan(int v, int* s_warp, int* total) {
   return (warp > 0 ? s_warp[warp - 1] : 0) + x - v;
 }
 
-// One block per KV head. Finds the k-th largest key by a most-significant-bit-first radix
-// search (32 counting passes), then compacts the winners in index order.
+// One block per KV head; thread t owns the contiguous chunk [t * chunk, (t + 1) * chunk) of the
+// scores, so index order is thread order. The k-th largest key is found by a radix select on
+// 8-bit digits, most significant first (4 histogram passes in shared memory); the winners are
+// then compacted in index order with two block-wide prefix sums. No barrier per element: the
+// cost is 5 passes over the scores, however large n is.
 __global__ void __launch_bounds__(kTopKThreads)
     TopKKernel(const float* scores, int n, int k, int32_t* index) {
   __shared__ int s_warp[kWarp];
+  __shared__ int s_hist[256];
+  __shared__ uint32_t s_prefix;
+  __shared__ int s_remaining;
   const float* sc = scores + static_cast<size_t>(blockIdx.x) * n;
   int32_t* out = index + static_cast<size_t>(blockIdx.x) * k;
-  uint32_t prefix = 0;
-  for (int bit = 31; bit >= 0; --bit) {
-    const uint32_t cand = prefix | (1u << bit);
-    int count = 0;
-    for (int base = 0; base < n; base += kTopKThreads) {
-      const int i = base + threadIdx.x;
-      count += __syncthreads_count(i < n && OrderedKey(sc[i]) >= cand);
+  const int chunk = (n + kTopKThreads - 1) / kTopKThreads;
+  const int begin = min(n, static_cast<int>(threadIdx.x) * chunk);
+  const int end = min(n, begin + chunk);
+  if (threadIdx.x == 0) {
+    s_prefix = 0;
+    s_remaining = k;  // how many keys of the current prefix are still to be taken
+  }
+  uint32_t mask = 0;
+  for (int shift = 24; shift >= 0; shift -= 8) {
+    for (int b = threadIdx.x; b < 256; b += blockDim.x) s_hist[b] = 0;
+    __syncthreads();
+    const uint32_t prefix = s_prefix;
+    for (int i = begin; i < end; ++i) {
+      const uint32_t key = OrderedKey(sc[i]);
+      if ((key & mask) == prefix) atomicAdd(&s_hist[(key >> shift) & 255u], 1);
     }
-    if (count >= k) prefix = cand;
+    __syncthreads();
+    if (threadIdx.x == 0) {
+      int remaining = s_remaining;
+      int b = 255;
+      for (; b > 0; --b) {
+        if (s_hist[b] >= remaining) break;
+        remaining -= s_hist[b];
+      }
+      s_prefix = prefix | (static_cast<uint32_t>(b) << shift);
+      s_remaining = remaining;
+    }
+    mask |= 255u << shift;
+    __syncthreads();
   }
-  const uint32_t thr = prefix;  // the k-th largest key
-  int greater = 0;
-  for (int base = 0; base < n; base += kTopKThreads) {
-    const int i = base + threadIdx.x;
-    greater += __syncthreads_count(i < n && OrderedKey(sc[i]) > thr);
+  const uint32_t thr = s_prefix;  // the k-th largest key
+  const int need_equal = s_remaining;
+  int gt = 0, eq = 0;
+  for (int i = begin; i < end; ++i) {
+    const uint32_t key = OrderedKey(sc[i]);
+    gt += key > thr;
+    eq += key == thr;
   }
-  const int need_equal = k - greater;
-  int eq_base = 0, sel_base = 0;
-  for (int base = 0; base < n; base += kTopKThreads) {
-    const int i = base + threadIdx.x;
-    const uint32_t key = i < n ? OrderedKey(sc[i]) : 0;
-    const bool gt = i < n && key > thr;
-    const bool eq = i < n && key == thr;
-    int eq_total = 0, sel_total = 0;
-    const int eq_rank = eq_base + BlockExclusiveScan(eq ? 1 : 0, s_warp, &eq_total);
-    const bool sel = gt || (eq && eq_rank < need_equal);
-    const int pos = sel_base + BlockExclusiveScan(sel ? 1 : 0, s_warp, &sel_total);
-    if (sel && pos < k) out[pos] = i;
-    eq_base += eq_total;
-    sel_base += sel_total;
+  int total = 0;
+  const int eq_before = BlockExclusiveScan(eq, s_warp, &total);
+  const int take_eq = max(0, min(eq, need_equal - eq_before));
+  int pos = BlockExclusiveScan(gt + take_eq, s_warp, &total);
+  int taken = 0;
+  for (int i = begin; i < end; ++i) {
+    const uint32_t key = OrderedKey(sc[i]);
+    if (key > thr || (key == thr && taken++ < take_eq)) {
+      if (pos < k) out[pos] = i;
+      ++pos;
+    }
   }
 }
 
