@@ -97,7 +97,7 @@ TEST(RequestTest, HandWrittenLinesParse) {
   EXPECT_EQ(g.seed, std::optional<int64_t>(42));
   EXPECT_EQ(g.attention, Attention::kDense);
 
-  // Whitespace, key order and a trailing '\r'-free CRLF-split line do not matter.
+  // Whitespace and key order do not matter.
   r = MustParse(" { \"id\" : 3 , \"op\" : \"health\" } ");
   EXPECT_EQ(r.op(), Op::kHealth);
   EXPECT_EQ(r.id, RequestId(3));
