@@ -11,6 +11,7 @@
 // Prints a short table last.
 //
 //   cuda_bench_tool [--model PATH] [--quick]
+//   cuda_bench_tool --probe      # prints the device name; exit 0 with a device, 2 without
 // Without --model it writes a random-weight model of SmolLM2-135M's shape (same speed, no
 // quality) to a temporary file. Exit 0: done; 1: a CUDA or model error; 2: no CUDA device.
 #include <algorithm>
@@ -175,14 +176,16 @@ double DecodeMsPerToken(model::CudaForwardPass& f, const model::KvView& kv, int3
 
 int Main(int argc, char** argv) {
   std::string model_path;
-  bool quick = false;
+  bool quick = false, probe = false;
   for (int i = 1; i < argc; ++i) {
     if (std::strcmp(argv[i], "--model") == 0 && i + 1 < argc) {
       model_path = argv[++i];
     } else if (std::strcmp(argv[i], "--quick") == 0) {
       quick = true;
+    } else if (std::strcmp(argv[i], "--probe") == 0) {
+      probe = true;
     } else {
-      std::fprintf(stderr, "usage: cuda_bench_tool [--model PATH] [--quick]\n");
+      std::fprintf(stderr, "usage: cuda_bench_tool [--model PATH] [--quick] | --probe\n");
       return 1;
     }
   }
@@ -191,6 +194,13 @@ int Main(int argc, char** argv) {
     return 2;
   }
   const std::string device = kc::CudaDeviceName();
+  if (probe) {
+    size_t free_b = 0, total_b = 0;
+    CHECK_OK(kc::CudaMemoryInfo(&free_b, &total_b));
+    std::printf("%s, %.1f GiB free of %.1f GiB\n", device.c_str(), free_b / double(1ull << 30),
+                total_b / double(1ull << 30));
+    return 0;
+  }
   std::printf("cuda_bench on %s\n", device.c_str());
   void* stream = Must(kc::CudaStreamCreate(), "stream");
 
