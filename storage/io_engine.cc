@@ -23,12 +23,21 @@ void LogLine(const LogFn& log, std::string_view line) {
   }
 }
 
-AlignedBuffer::AlignedBuffer(size_t size_bytes) : size_(size_bytes) {
-  if (size_bytes == 0) return;
+AlignedBuffer AlignedBuffer::Uninitialized(size_t size_bytes) {
+  AlignedBuffer b;
+  if (size_bytes == 0) return b;
   size_t rounded = (size_bytes + kDirectIoAlignment - 1) / kDirectIoAlignment * kDirectIoAlignment;
-  data_ = static_cast<uint8_t*>(std::aligned_alloc(kDirectIoAlignment, rounded));
-  KVTIER_CHECK(data_ != nullptr);
-  std::memset(data_, 0, rounded);
+  b.data_ = static_cast<uint8_t*>(std::aligned_alloc(kDirectIoAlignment, rounded));
+  KVTIER_CHECK(b.data_ != nullptr);  // out of memory
+  b.size_ = size_bytes;
+  return b;
+}
+
+AlignedBuffer::AlignedBuffer(size_t size_bytes) : AlignedBuffer(Uninitialized(size_bytes)) {
+  if (data_ != nullptr) {
+    std::memset(data_, 0,
+                (size_ + kDirectIoAlignment - 1) / kDirectIoAlignment * kDirectIoAlignment);
+  }
 }
 
 namespace {

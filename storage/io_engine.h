@@ -38,6 +38,8 @@ class AlignedBuffer {
  public:
   AlignedBuffer() = default;
   explicit AlignedBuffer(size_t size_bytes);  // zero-filled
+  // Not zero-filled: for buffers a read fills completely before anyone looks at them.
+  static AlignedBuffer Uninitialized(size_t size_bytes);
   AlignedBuffer(AlignedBuffer&& o) noexcept : data_(o.data_), size_(o.size_) {
     o.data_ = nullptr;
     o.size_ = 0;

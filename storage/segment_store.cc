@@ -581,7 +581,7 @@ std::vector<Result<StoredExtent>> SegmentStore::MultiGet(std::span<const ExtentK
 
   std::vector<IoRequest> requests(reads.size());
   for (size_t r = 0; r < reads.size(); ++r) {
-    reads[r].buffer = AlignedBuffer(reads[r].entry.record_bytes);
+    reads[r].buffer = AlignedBuffer::Uninitialized(reads[r].entry.record_bytes);
     requests[r] = IoRequest{IoRequest::Op::kRead, reads[r].segment->file.get(),
                             reads[r].entry.offset, reads[r].buffer.data(), reads[r].buffer.size()};
   }
