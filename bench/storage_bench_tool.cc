@@ -168,9 +168,8 @@ int main(int argc, char** argv) {
       "{\"phase\":\"%s\",\"engine\":\"%.*s\",\"direct_io\":%s,\"extents\":%llu,"
       "\"extent_bytes\":%zu,\"record_bytes\":%llu,\"batch\":%zu,\"readers\":%d,"
       "\"failures\":%llu,\"seconds\":%.3f,\"payload_mib_s\":%.1f,\"disk_mib_s\":%.1f}\n",
-      phase.c_str(), static_cast<int>(store.io_engine_name().size()),
-      store.io_engine_name().data(), store.direct_io() ? "true" : "false",
-      static_cast<unsigned long long>(n), extent_bytes,
+      phase.c_str(), static_cast<int>(store.io_engine_name().size()), store.io_engine_name().data(),
+      store.direct_io() ? "true" : "false", static_cast<unsigned long long>(n), extent_bytes,
       static_cast<unsigned long long>(record_bytes), batch, readers,
       static_cast<unsigned long long>(failures), secs, mib_s, disk_mib_s);
   return failures == 0 ? 0 : 1;
