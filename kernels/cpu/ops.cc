@@ -16,6 +16,7 @@
 #include "base/status.h"
 #include "kernels/cpu/internal/ops_level.h"
 #include "kernels/cpu/internal/ops_table.h"
+#include "kernels/cpu/internal/retrieval_table.h"
 
 namespace kvtier::kernels {
 namespace internal {
@@ -60,7 +61,8 @@ struct AttnPlan {
   int n_splits = 1;
   int64_t n_items = 0;
   size_t item_floats = 0;          // o, m, l of one item
-  const int* block_end = nullptr;  // per query block: pages visible to its last position
+  // Per query block and KV head ([block][kv_head]): pages visible to the block's last position.
+  const int* block_end = nullptr;
   float* partials = nullptr;       // n_items * item_floats when n_splits > 1
   std::atomic<int64_t> next{0};
 };
@@ -75,7 +77,7 @@ AttnItem ItemAt(const AttnPlan& plan, int64_t index, int* split) {
   item.kv_head = static_cast<int>(rest % plan.n_kv_heads);
   item.t_begin = qb * plan.block_tokens;
   item.t_end = std::min<int64_t>(item.t_begin + plan.block_tokens, plan.problem.n_tokens);
-  const int64_t end = plan.block_end[qb];
+  const int64_t end = plan.block_end[qb * plan.n_kv_heads + item.kv_head];
   item.p_begin = static_cast<int>(end * *split / plan.n_splits);
   item.p_end = static_cast<int>(end * (*split + 1) / plan.n_splits);
   return item;
@@ -222,6 +224,7 @@ void WriteKv(const KvPool& pool, std::span<const PageRef> slots, const float* k,
              int64_t n_tokens) {
   KVTIER_CHECK(static_cast<int64_t>(slots.size()) >= n_tokens);
   const OpsTable& table = CurrentOpsTable();
+  const internal::RetrievalTable& digest = internal::CurrentRetrievalTable();
   const int d_dim = pool.head_dim;
   const int64_t row = static_cast<int64_t>(pool.n_kv_heads) * d_dim;
   for (int64_t t = 0; t < n_tokens; ++t) {
@@ -231,20 +234,30 @@ void WriteKv(const KvPool& pool, std::span<const PageRef> slots, const float* k,
       const size_t off = (static_cast<size_t>(h) * pool.page_tokens + slot.first_pos) * d_dim;
       table.to_f16(k + t * row + h * d_dim, d_dim, pool.K(slot.page) + off);
       table.to_f16(v + t * row + h * d_dim, d_dim, pool.V(slot.page) + off);
+      if (pool.digests != nullptr) {
+        digest.digest_update(pool.K(slot.page) + off, d_dim,
+                             pool.Digest(slot.page) + static_cast<size_t>(h) * 2 * d_dim,
+                             slot.first_pos == 0);
+      }
     }
   }
 }
 
-void PagedAttention(const KvPool& pool, std::span<const PageRef> pages, const float* q,
-                    const int32_t* q_pos, int64_t n_tokens, int n_heads, float scale, float* out,
-                    ThreadPool& threads) {
+namespace {
+
+// PagedAttention and PagedAttentionPerKvHead: KV head g reads the `per_head` pages at
+// pages + g * head_stride (head_stride 0: one shared list).
+void RunPagedAttention(const KvPool& pool, const PageRef* pages_base, int per_head,
+                       int64_t head_stride, const float* q, const int32_t* q_pos, int64_t n_tokens,
+                       int n_heads, float scale, float* out, ThreadPool& threads) {
   if (n_tokens <= 0) return;
   KVTIER_CHECK(pool.n_kv_heads > 0 && n_heads > 0 && n_heads % pool.n_kv_heads == 0);
   KVTIER_CHECK(pool.head_dim > 0 && pool.page_tokens > 0);
   AttnPlan plan;
   plan.problem.pool = &pool;
-  plan.problem.pages = pages.data();
-  plan.problem.n_pages = static_cast<int>(pages.size());
+  plan.problem.pages = pages_base;
+  plan.problem.n_pages = per_head;
+  plan.problem.head_pages_stride = head_stride;
   plan.problem.q = q;
   plan.problem.q_pos = q_pos;
   plan.problem.n_tokens = n_tokens;
@@ -260,17 +273,20 @@ void PagedAttention(const KvPool& pool, std::span<const PageRef> pages, const fl
 
   // Pages visible to each query block: those whose first position <= the block's last query.
   thread_local std::vector<int> block_end;
-  block_end.resize(static_cast<size_t>(n_blocks));
+  block_end.resize(static_cast<size_t>(n_blocks * plan.n_kv_heads));
   int max_end = 0;
   for (int64_t b = 0; b < n_blocks; ++b) {
     int32_t hi = std::numeric_limits<int32_t>::min();
     const int64_t t_end = std::min<int64_t>((b + 1) * plan.block_tokens, n_tokens);
     for (int64_t t = b * plan.block_tokens; t < t_end; ++t) hi = std::max(hi, q_pos[t]);
-    const auto it =
-        std::upper_bound(pages.begin(), pages.end(), hi,
-                         [](int32_t pos, const PageRef& p) { return pos < p.first_pos; });
-    block_end[b] = static_cast<int>(it - pages.begin());
-    max_end = std::max(max_end, block_end[b]);
+    for (int g = 0; g < plan.n_kv_heads; ++g) {
+      const PageRef* first = pages_base + g * head_stride;
+      const PageRef* it =
+          std::upper_bound(first, first + per_head, hi,
+                           [](int32_t pos, const PageRef& p) { return pos < p.first_pos; });
+      block_end[b * plan.n_kv_heads + g] = static_cast<int>(it - first);
+      max_end = std::max(max_end, block_end[b * plan.n_kv_heads + g]);
+    }
   }
   plan.block_end = block_end.data();
 
@@ -294,6 +310,24 @@ void PagedAttention(const KvPool& pool, std::span<const PageRef> pages, const fl
   AttnPlan* p = &plan;
   threads.Run([p](int, int) { AttnWorker(p); });
   if (plan.n_splits > 1) MergeSplits(plan);
+}
+
+}  // namespace
+
+void PagedAttention(const KvPool& pool, std::span<const PageRef> pages, const float* q,
+                    const int32_t* q_pos, int64_t n_tokens, int n_heads, float scale, float* out,
+                    ThreadPool& threads) {
+  RunPagedAttention(pool, pages.data(), static_cast<int>(pages.size()), 0, q, q_pos, n_tokens,
+                    n_heads, scale, out, threads);
+}
+
+void PagedAttentionPerKvHead(const KvPool& pool, std::span<const PageRef> pages, int pages_per_head,
+                             const float* q, const int32_t* q_pos, int64_t n_tokens, int n_heads,
+                             float scale, float* out, ThreadPool& threads) {
+  KVTIER_CHECK(pages_per_head >= 0 &&
+               pages.size() == static_cast<size_t>(pool.n_kv_heads) * pages_per_head);
+  RunPagedAttention(pool, pages.data(), pages_per_head, pages_per_head, q, q_pos, n_tokens, n_heads,
+                    scale, out, threads);
 }
 
 }  // namespace kvtier::kernels

@@ -66,11 +66,18 @@ void SoftmaxInPlace(float* x, int64_t n);
 // KV lives in fixed-size pages of a pool. One page holds `page_tokens` tokens of one layer for
 // all KV heads: first the keys, then the values, each laid out [kv_head][token][head_dim] in
 // IEEE f16. Keys are stored after RoPE. Page p starts at base + p * PageBytes().
+//
+// Digests (DESIGN §4, retrieval attention): when `digests` is set, page p's digest is at
+// digests + p * DigestHalfs(): [kv_head][2][head_dim] f16, the element-wise min (row 0) and max
+// (row 1) of the keys in the page's filled slots (the layout of kernels/cuda/cuda_paged.h).
+// Min and max of f16 keys are f16 values, so a digest is exact. WriteKv keeps them current;
+// kernels/cpu/retrieval.h recomputes them for pages filled by a copy and scores them.
 struct KvPool {
   uint16_t* base = nullptr;
   int page_tokens = 16;
   int n_kv_heads = 0;
   int head_dim = 0;
+  uint16_t* digests = nullptr;  // optional, indexed by page id like base
 
   size_t HalfElems() const {  // elements of K (or of V) in one page
     return static_cast<size_t>(page_tokens) * n_kv_heads * head_dim;
@@ -78,6 +85,10 @@ struct KvPool {
   size_t PageBytes() const { return 2 * HalfElems() * sizeof(uint16_t); }
   uint16_t* K(int32_t page) const { return base + static_cast<size_t>(page) * 2 * HalfElems(); }
   uint16_t* V(int32_t page) const { return K(page) + HalfElems(); }
+  size_t DigestHalfs() const { return static_cast<size_t>(n_kv_heads) * 2 * head_dim; }
+  uint16_t* Digest(int32_t page) const {
+    return digests + static_cast<size_t>(page) * DigestHalfs();
+  }
 };
 
 // One page of a sequence as attention sees it: tokens [0, n_tokens) of `page` hold positions
@@ -90,6 +101,9 @@ struct PageRef {
 
 // Stores k, v ([n_tokens][n_kv_heads*head_dim], f32) as f16 into the pool: token t goes to page
 // slots[t].page at slot index slots[t].first_pos (slots[t].n_tokens is ignored).
+// With pool.digests set, each written key also updates its page's digest: a write to slot 0
+// restarts the digest from that key, a write to slot s > 0 widens it (pages fill in slot order;
+// a slot rewritten without rewriting slot 0 leaves a looser, still valid, bound).
 void WriteKv(const KvPool& pool, std::span<const PageRef> slots, const float* k, const float* v,
              int64_t n_tokens);
 
@@ -100,6 +114,14 @@ void WriteKv(const KvPool& pool, std::span<const PageRef> slots, const float* k,
 void PagedAttention(const KvPool& pool, std::span<const PageRef> pages, const float* q,
                     const int32_t* q_pos, int64_t n_tokens, int n_heads, float scale, float* out,
                     ThreadPool& threads);
+
+// Sparse attention (DESIGN §5): as PagedAttention, but KV head g (with its query heads) attends
+// over its own list pages[g * pages_per_head, (g + 1) * pages_per_head), in position order
+// (kernels/cpu/retrieval.h SelectPages writes such lists). pages.size() must be
+// n_kv_heads * pages_per_head.
+void PagedAttentionPerKvHead(const KvPool& pool, std::span<const PageRef> pages, int pages_per_head,
+                             const float* q, const int32_t* q_pos, int64_t n_tokens, int n_heads,
+                             float scale, float* out, ThreadPool& threads);
 
 // Which SIMD level the kernels run with on this CPU: "avx512", "avx2" or "scalar".
 const char* CpuKernelLevel();

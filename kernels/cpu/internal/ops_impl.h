@@ -193,9 +193,10 @@ void AttendFewRows(const AttnProblem& pb, const AttnItem& it, const AttnPartial&
   int32_t min_pos, max_pos;
   PosRange<Isa>(pb, it, &min_pos, &max_pos);
   const size_t head_off = static_cast<size_t>(it.kv_head) * page_tokens * d_dim;
+  const PageRef* pages = pb.pages + it.kv_head * pb.head_pages_stride;
 
   for (int p = it.p_begin; p < it.p_end; ++p) {
-    const PageRef& pr = pb.pages[p];
+    const PageRef& pr = pages[p];
     const int n = std::min(pr.n_tokens, page_tokens);
     if (n <= 0) continue;
     if (pr.first_pos > max_pos) break;  // pages are in position order
@@ -297,10 +298,11 @@ void AttendManyRows(const AttnProblem& pb, const AttnItem& it, const AttnPartial
   int32_t min_pos, max_pos;
   PosRange<Isa>(pb, it, &min_pos, &max_pos);
   const size_t head_off = static_cast<size_t>(it.kv_head) * page_tokens * d_dim;
+  const PageRef* pages = pb.pages + it.kv_head * pb.head_pages_stride;
   const V neg_inf = Isa::Set1(kNegInf);
 
   for (int p = it.p_begin; p < it.p_end; ++p) {
-    const PageRef& pr = pb.pages[p];
+    const PageRef& pr = pages[p];
     const int n = std::min(pr.n_tokens, page_tokens);
     if (n <= 0) continue;
     if (pr.first_pos > max_pos) break;

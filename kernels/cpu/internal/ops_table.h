@@ -17,6 +17,8 @@ struct AttnProblem {
   const KvPool* pool = nullptr;
   const PageRef* pages = nullptr;
   int n_pages = 0;
+  // KV head g reads pages + g * head_pages_stride (0: one list shared by every head).
+  int64_t head_pages_stride = 0;
   const float* q = nullptr;        // [n_tokens][n_heads][head_dim]
   const int32_t* q_pos = nullptr;  // [n_tokens]
   int64_t n_tokens = 0;

@@ -1,0 +1,103 @@
+// kernels/cpu/internal/retrieval_impl.h — the retrieval attention kernels written once against
+// the vector abstraction of simd.h, instantiated by retrieval_scalar.cc, retrieval_avx2.cc and
+// retrieval_avx512.cc.
+//
+// Thread safety: pure functions.
+//
+// Include this only from those three files, after their `#pragma GCC target` line and after
+// every other header, so that only these templates are compiled for the wider target.
+#pragma once
+
+#include <cstdint>
+
+#include "kernels/cpu/internal/retrieval_table.h"
+#include "kernels/cpu/internal/simd.h"
+#include "kernels/fp16.h"
+
+namespace kvtier::kernels::internal::retrieval_impl {
+
+// min(a, b) from the abstraction's Max: negation is exact, so this is exactly min for every
+// non-NaN input.
+template <class Isa>
+typename Isa::V Min(typename Isa::V a, typename Isa::V b) {
+  const typename Isa::V z = Isa::Zero();
+  return Isa::Sub(z, Isa::Max(Isa::Sub(z, a), Isa::Sub(z, b)));
+}
+
+// f16 -> f32 -> f16 is exact and min/max of f16 values are f16 values, so the digest is exact.
+template <class Isa>
+void DigestUpdate(const uint16_t* key, int head_dim, uint16_t* digest, bool first) {
+  constexpr int kW = Isa::kW;
+  uint16_t* mn = digest;
+  uint16_t* mx = digest + head_dim;
+  int d = 0;
+  if (first) {
+    for (; d < head_dim; ++d) mn[d] = mx[d] = key[d];
+    return;
+  }
+  for (; d + kW <= head_dim; d += kW) {
+    const typename Isa::V k = Isa::LoadH(key + d);
+    Isa::StoreH(mn + d, Min<Isa>(Isa::LoadH(mn + d), k));
+    Isa::StoreH(mx + d, Isa::Max(Isa::LoadH(mx + d), k));
+  }
+  for (; d < head_dim; ++d) {
+    const float k = F16ToF32(key[d]);
+    if (k < F16ToF32(mn[d])) mn[d] = key[d];
+    if (k > F16ToF32(mx[d])) mx[d] = key[d];
+  }
+}
+
+// One page at a time: its min and max rows are converted once (head_dim along the lanes) and
+// serve every query row; max(q*min, q*max) is two products and a max per lane.
+template <class Isa>
+void Bounds(const KvPool& pool, const PageRef* pages, int n_pages, int kv_head, const float* q,
+            int n_rows, float* out, int64_t out_stride) {
+  using V = typename Isa::V;
+  constexpr int kW = Isa::kW;
+  constexpr int kMaxDim = 256;
+  const int d_dim = pool.head_dim;
+  alignas(64) float mn[kMaxDim], mx[kMaxDim];
+  for (int i = 0; i < n_pages; ++i) {
+    const uint16_t* dg = pool.Digest(pages[i].page) + static_cast<size_t>(kv_head) * 2 * d_dim;
+    int d = 0;
+    for (; d + kW <= d_dim; d += kW) {
+      Isa::Store(mn + d, Isa::LoadH(dg + d));
+      Isa::Store(mx + d, Isa::LoadH(dg + d_dim + d));
+    }
+    for (; d < d_dim; ++d) {
+      mn[d] = F16ToF32(dg[d]);
+      mx[d] = F16ToF32(dg[d_dim + d]);
+    }
+    for (int r = 0; r < n_rows; ++r) {
+      const float* qr = q + static_cast<size_t>(r) * d_dim;
+      V a0 = Isa::Zero(), a1 = Isa::Zero();
+      d = 0;
+      for (; d + 2 * kW <= d_dim; d += 2 * kW) {
+        const V q0 = Isa::Load(qr + d), q1 = Isa::Load(qr + d + kW);
+        a0 = Isa::Add(a0,
+                      Isa::Max(Isa::Mul(q0, Isa::Load(mn + d)), Isa::Mul(q0, Isa::Load(mx + d))));
+        a1 = Isa::Add(a1, Isa::Max(Isa::Mul(q1, Isa::Load(mn + d + kW)),
+                                   Isa::Mul(q1, Isa::Load(mx + d + kW))));
+      }
+      for (; d + kW <= d_dim; d += kW) {
+        const V q0 = Isa::Load(qr + d);
+        a0 = Isa::Add(a0,
+                      Isa::Max(Isa::Mul(q0, Isa::Load(mn + d)), Isa::Mul(q0, Isa::Load(mx + d))));
+      }
+      float sum = Isa::ReduceAdd(Isa::Add(a0, a1));
+      for (; d < d_dim; ++d) {
+        const float a = qr[d] * mn[d], b = qr[d] * mx[d];
+        sum += a > b ? a : b;
+      }
+      out[r * out_stride + i] = sum;
+    }
+  }
+}
+
+template <class Isa>
+const RetrievalTable& MakeTable() {
+  static const RetrievalTable table = {&DigestUpdate<Isa>, &Bounds<Isa>};
+  return table;
+}
+
+}  // namespace kvtier::kernels::internal::retrieval_impl

@@ -1,0 +1,193 @@
+// kernels/cpu/retrieval.cc — page digests, scoring, top-k and page-list assembly for sparse
+// attention. The per-page vector work (digest updates, bounds) is in internal/retrieval_impl.h,
+// one instantiation per SIMD level; normalisation, top-k and assembly are scalar (a few
+// thousand elements per layer).
+#include "kernels/cpu/retrieval.h"
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <cstdint>
+#include <limits>
+#include <numeric>
+#include <vector>
+
+#include "base/status.h"
+#include "kernels/cpu/internal/ops_level.h"
+#include "kernels/cpu/internal/retrieval_table.h"
+#include "kernels/fp16.h"
+
+namespace kvtier::kernels {
+namespace internal {
+
+const RetrievalTable& CurrentRetrievalTable() {
+  switch (CurrentOpsLevel()) {
+    case OpsLevel::kAvx512:
+      return Avx512RetrievalTable();
+    case OpsLevel::kAvx2:
+      return Avx2RetrievalTable();
+    case OpsLevel::kScalar:
+      break;
+  }
+  return ScalarRetrievalTable();
+}
+
+}  // namespace internal
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+double MsSince(Clock::time_point t0) {
+  return std::chrono::duration<double, std::milli>(Clock::now() - t0).count();
+}
+
+constexpr float kNegInf = -std::numeric_limits<float>::infinity();
+constexpr uint16_t kF16PosInf = 0x7C00;
+constexpr uint16_t kF16NegInf = 0xFC00;
+// Query tokens scored together: bounds scratch is n_heads * kTokenChunk * n_cand floats.
+constexpr int64_t kTokenChunk = 16;
+// Candidate pages per thread-pool work range.
+constexpr int64_t kPagesPerRange = 32;
+
+}  // namespace
+
+void UpdateDigests(const KvPool& pool, std::span<const PageRef> pages) {
+  KVTIER_CHECK(pool.digests != nullptr);
+  const internal::RetrievalTable& table = internal::CurrentRetrievalTable();
+  const int d_dim = pool.head_dim;
+  for (const PageRef& p : pages) {
+    const int n = std::min(p.n_tokens, pool.page_tokens);
+    for (int g = 0; g < pool.n_kv_heads; ++g) {
+      uint16_t* dg = pool.Digest(p.page) + static_cast<size_t>(g) * 2 * d_dim;
+      if (n <= 0) {
+        std::fill(dg, dg + d_dim, kF16PosInf);
+        std::fill(dg + d_dim, dg + 2 * d_dim, kF16NegInf);
+        continue;
+      }
+      const uint16_t* k = pool.K(p.page) + static_cast<size_t>(g) * pool.page_tokens * d_dim;
+      for (int j = 0; j < n; ++j) table.digest_update(k + j * d_dim, d_dim, dg, j == 0);
+    }
+  }
+}
+
+void ScorePages(const KvPool& pool, std::span<const PageRef> cand, const float* q, int64_t n_tokens,
+                int n_heads, float scale, float* scores, ThreadPool& threads) {
+  KVTIER_CHECK(pool.digests != nullptr && pool.head_dim <= 256);
+  KVTIER_CHECK(pool.n_kv_heads > 0 && n_heads % pool.n_kv_heads == 0);
+  const int n_cand = static_cast<int>(cand.size());
+  const int n_kv = pool.n_kv_heads;
+  const int group = n_heads / n_kv;
+  const int d_dim = pool.head_dim;
+  std::fill(scores, scores + static_cast<size_t>(n_kv) * n_cand, kNegInf);
+  if (n_cand == 0 || n_tokens <= 0) return;
+  const internal::RetrievalTable& table = internal::CurrentRetrievalTable();
+  thread_local std::vector<float> qs, bounds;
+  for (int64_t t0 = 0; t0 < n_tokens; t0 += kTokenChunk) {
+    const int nt = static_cast<int>(std::min(kTokenChunk, n_tokens - t0));
+    const int rows = nt * group;  // per KV head: row = t * group + gi
+    // Scaled queries regrouped by KV head: qs[g][row][d].
+    qs.resize(static_cast<size_t>(n_kv) * rows * d_dim);
+    for (int t = 0; t < nt; ++t) {
+      for (int h = 0; h < n_heads; ++h) {
+        const float* src = q + ((t0 + t) * n_heads + h) * d_dim;
+        float* dst =
+            qs.data() + (static_cast<size_t>(h / group) * rows + t * group + h % group) * d_dim;
+        for (int d = 0; d < d_dim; ++d) dst[d] = src[d] * scale;
+      }
+    }
+    bounds.resize(static_cast<size_t>(n_kv) * rows * n_cand);
+    const float* qp = qs.data();
+    float* bp = bounds.data();
+    const PageRef* pages = cand.data();
+    threads.ParallelFor(n_cand, kPagesPerRange, [&](int64_t begin, int64_t end) {
+      for (int g = 0; g < n_kv; ++g) {
+        table.bounds(pool, pages + begin, static_cast<int>(end - begin), g,
+                     qp + static_cast<size_t>(g) * rows * d_dim, rows,
+                     bp + static_cast<size_t>(g) * rows * n_cand + begin, n_cand);
+      }
+    });
+    // Per row: log-softmax over the candidates, then the max into the KV head's scores.
+    for (int g = 0; g < n_kv; ++g) {
+      float* sc = scores + static_cast<size_t>(g) * n_cand;
+      for (int r = 0; r < rows; ++r) {
+        const float* b = bp + (static_cast<size_t>(g) * rows + r) * n_cand;
+        float mx = kNegInf;
+        for (int i = 0; i < n_cand; ++i) mx = std::max(mx, b[i]);
+        double sum = 0.0;
+        for (int i = 0; i < n_cand; ++i) sum += std::exp(b[i] - mx);
+        const float lse = mx + static_cast<float>(std::log(sum));
+        for (int i = 0; i < n_cand; ++i) sc[i] = std::max(sc[i], b[i] - lse);
+      }
+    }
+  }
+}
+
+void TopK(const float* scores, int n, int k, int32_t* index) {
+  KVTIER_CHECK(k >= 0 && k <= n);
+  if (k == 0) return;
+  thread_local std::vector<int32_t> order;
+  order.resize(static_cast<size_t>(n));
+  std::iota(order.begin(), order.end(), 0);
+  // A strict total order: higher score first, NaN last, then lower index first.
+  auto key = [scores](int32_t i) {
+    const float s = scores[i];
+    return std::isnan(s) ? kNegInf : s;
+  };
+  auto before = [&](int32_t a, int32_t b) {
+    const float sa = key(a), sb = key(b);
+    if (sa != sb) return sa > sb;
+    const bool na = std::isnan(scores[a]), nb = std::isnan(scores[b]);
+    if (na != nb) return nb;  // a non-NaN -inf ranks above a NaN
+    return a < b;
+  };
+  if (k < n) std::nth_element(order.begin(), order.begin() + (k - 1), order.end(), before);
+  std::sort(order.begin(), order.begin() + k);
+  std::copy(order.begin(), order.begin() + k, index);
+}
+
+SelectShape ShapeSelection(int n_pages, int n_sink, int n_recent, int k_pages) {
+  SelectShape s;
+  const int n = std::max(n_pages, 0);
+  s.sink = std::clamp(n_sink, 0, n);
+  s.recent = std::clamp(n_recent, 0, n - s.sink);
+  s.cand = n - s.sink - s.recent;
+  s.k = std::clamp(k_pages, 0, s.cand);
+  return s;
+}
+
+SelectShape SelectPages(const KvPool& pool, std::span<const PageRef> pages, int n_sink,
+                        int n_recent, int k_pages, const float* q, int64_t n_tokens, int n_heads,
+                        float scale, std::vector<PageRef>* selected, ThreadPool& threads,
+                        SelectProfile* profile) {
+  const int n_pages = static_cast<int>(pages.size());
+  const SelectShape s = ShapeSelection(n_pages, n_sink, n_recent, k_pages);
+  const int n_sel = s.selected();
+  const int n_kv = pool.n_kv_heads;
+  selected->resize(static_cast<size_t>(n_kv) * n_sel);
+  thread_local std::vector<float> scores;
+  thread_local std::vector<int32_t> index;
+  Clock::time_point t0 = Clock::now();
+  if (!s.all()) {
+    scores.resize(static_cast<size_t>(n_kv) * s.cand);
+    ScorePages(pool, pages.subspan(s.sink, s.cand), q, n_tokens, n_heads, scale, scores.data(),
+               threads);
+  }
+  if (profile != nullptr) profile->score_ms = MsSince(t0);
+  t0 = Clock::now();
+  index.resize(static_cast<size_t>(s.k));
+  for (int g = 0; g < n_kv; ++g) {
+    PageRef* out = selected->data() + static_cast<size_t>(g) * n_sel;
+    std::copy(pages.begin(), pages.begin() + s.sink, out);
+    if (s.all()) {
+      std::copy(pages.begin() + s.sink, pages.begin() + s.sink + s.k, out + s.sink);
+    } else {
+      TopK(scores.data() + static_cast<size_t>(g) * s.cand, s.cand, s.k, index.data());
+      for (int i = 0; i < s.k; ++i) out[s.sink + i] = pages[s.sink + index[i]];
+    }
+    std::copy(pages.end() - s.recent, pages.end(), out + s.sink + s.k);
+  }
+  if (profile != nullptr) profile->select_ms = MsSince(t0);
+  return s;
+}
+
+}  // namespace kvtier::kernels
