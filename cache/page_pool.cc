@@ -37,12 +37,24 @@ Result<std::unique_ptr<PagePool>> PagePool::Create(const PageShape& shape,
   }
   p->arena_ = mem;
   p->view_.base = static_cast<uint16_t*>(mem);
+  // Page digests (retrieval attention, DESIGN §4): resident for every page, next to the arena.
+  p->digest_bytes_ = pages * p->view_.DigestHalfs() * sizeof(uint16_t);
+  void* dig = mmap(nullptr, p->digest_bytes_, PROT_READ | PROT_WRITE,
+                   MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+  if (dig == MAP_FAILED) {
+    return ResourceExhaustedError("page pool: cannot reserve " +
+                                  std::to_string(p->digest_bytes_) +
+                                  " bytes of page digests: " + std::strerror(errno));
+  }
+  p->digests_ = dig;
+  p->view_.digests = static_cast<uint16_t*>(dig);
   p->refs_.assign(static_cast<size_t>(pages), 0);
   return p;
 }
 
 PagePool::~PagePool() {
   if (arena_ != nullptr) munmap(arena_, arena_bytes_);
+  if (digests_ != nullptr) munmap(digests_, digest_bytes_);
 }
 
 Result<int32_t> PagePool::Allocate() {

@@ -5,6 +5,10 @@
 //
 // The arena is reserved once (virtual address space, MAP_NORESERVE) for the configured
 // capacity, so page addresses never move and memory is only committed for pages that are used.
+// A second reservation holds every page's key digest (kernels::KvPool::digests, 768 bytes per
+// page for the default model, 6% of a page): view().digests is always set, WriteKv keeps the
+// digests of written pages current, and pages filled by a copy (promoted from a lower tier)
+// need kernels::UpdateDigests.
 #pragma once
 
 #include <cstdint>
@@ -51,6 +55,8 @@ class PagePool {
   kernels::KvPool view_;
   void* arena_ = nullptr;
   size_t arena_bytes_ = 0;
+  void* digests_ = nullptr;  // view_.digests: DigestHalfs() f16 per page
+  size_t digest_bytes_ = 0;
   int64_t capacity_pages_ = 0;
   int64_t used_pages_ = 0;
   int32_t next_fresh_ = 0;          // pages [next_fresh_, capacity) were never handed out

@@ -7,6 +7,7 @@
 #include <string>
 
 #include "base/sha256.h"
+#include "kernels/cpu/retrieval.h"
 
 namespace kvtier::model {
 namespace {
@@ -320,10 +321,40 @@ Status ForwardPass::RunBatch(std::span<const int32_t> tokens, int32_t n_past, co
     }
     profile_.other_ms += MsSince(t0);
 
-    t0 = Clock::now();
-    kernels::PagedAttention(kv.pool, pages_, q_.data(), positions_.data(), n, c.n_heads, scale,
-                            attn_.data(), threads_);
-    profile_.attention_ms += MsSince(t0);
+    // Retrieval attention (DESIGN §5): sinks + recent window + top pages per KV head.
+    bool sparse_done = false;
+    if (sparse_.enabled && l >= sparse_.dense_layers && kv.pool.digests != nullptr) {
+      const int sink_pages = (sparse_.sink_tokens + page_tokens - 1) / page_tokens;
+      const int window_pages = (sparse_.recent_tokens + page_tokens - 1) / page_tokens;
+      const int32_t recent_from = std::max(0, n_past - sparse_.recent_tokens);
+      const int recent_pages = static_cast<int>(n_pages) - recent_from / page_tokens;
+      const int k_pages =
+          std::max(0, sparse_.budget_tokens / page_tokens - sink_pages - window_pages);
+      kernels::SelectProfile sel;
+      const kernels::SelectShape shape =
+          kernels::SelectPages(kv.pool, pages_, sink_pages, recent_pages, k_pages, q_.data(), n,
+                               c.n_heads, scale, &selected_, threads_, &sel);
+      profile_.score_ms += sel.score_ms;
+      profile_.select_ms += sel.select_ms;
+      if (!shape.all()) {
+        t0 = Clock::now();
+        kernels::PagedAttentionPerKvHead(kv.pool, selected_, shape.selected(), q_.data(),
+                                         positions_.data(), n, c.n_heads, scale, attn_.data(),
+                                         threads_);
+        profile_.attention_ms += MsSince(t0);
+        counters_.sparse_lists += c.n_kv_heads;
+        counters_.pages_attended += static_cast<int64_t>(shape.selected()) * c.n_kv_heads;
+        sparse_done = true;
+      }
+    }
+    if (!sparse_done) {
+      t0 = Clock::now();
+      kernels::PagedAttention(kv.pool, pages_, q_.data(), positions_.data(), n, c.n_heads, scale,
+                              attn_.data(), threads_);
+      profile_.attention_ms += MsSince(t0);
+      counters_.pages_attended += n_pages * c.n_kv_heads;
+    }
+    counters_.lists += c.n_kv_heads;
 
     t0 = Clock::now();
     kernels::MatMul(w.wo, attn_.data(), n, h_.data(), threads_);

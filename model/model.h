@@ -87,6 +87,27 @@ struct KvView {
 
 enum class LogitsMode { kNone, kLast, kAll };
 
+// ---- Retrieval attention (DESIGN §5; kernels/cpu/retrieval.h) ----------------------------
+// How the next Run calls attend. With `enabled`, layers >= dense_layers attend, per KV head, to
+// the sink pages (first sink_tokens), the recent window (the last recent_tokens before the
+// batch, and the batch itself) and the top pages by digest score until budget_tokens; the
+// selection is made once per batch (the max of the per-token scores). A layer whose selection
+// would be every page runs dense. The engine decides when to enable it (DESIGN §5 modes).
+struct SparseAttention {
+  bool enabled = false;
+  int dense_layers = 2;
+  int budget_tokens = 2048;
+  int sink_tokens = 64;
+  int recent_tokens = 256;
+};
+
+// Counters since construction: attention lists run (one per layer, KV head and batch) and the
+// pages in them; sparse_lists counts those that were a sparse selection.
+struct RetrievalCounters {
+  int64_t lists = 0, sparse_lists = 0;
+  int64_t pages_attended = 0;
+};
+
 // Runs the transformer over new tokens of one sequence, writing their K/V into pages.
 class ForwardPass {
  public:
@@ -100,8 +121,14 @@ class ForwardPass {
   // Time spent in each stage since construction (for the benchmark breakdown), in ms.
   struct Profile {
     double matmul_ms = 0, attention_ms = 0, other_ms = 0;
+    double score_ms = 0, select_ms = 0;  // sparse attention: page scoring, top-k + lists
   };
   const Profile& profile() const { return profile_; }
+
+  // Retrieval attention for the following Run calls (see SparseAttention).
+  void set_sparse(const SparseAttention& sparse) { sparse_ = sparse; }
+  const SparseAttention& sparse() const { return sparse_; }
+  const RetrievalCounters& retrieval_counters() const { return counters_; }
 
  private:
   Status RunBatch(std::span<const int32_t> tokens, int32_t n_past, const KvView& kv,
@@ -115,6 +142,9 @@ class ForwardPass {
   std::vector<int32_t> positions_;
   std::vector<kernels::PageRef> slots_, pages_;
   Profile profile_;
+  SparseAttention sparse_;
+  RetrievalCounters counters_;
+  std::vector<kernels::PageRef> selected_;  // [n_kv_heads][selected pages]
 };
 
 }  // namespace kvtier::model
