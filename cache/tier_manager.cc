@@ -69,19 +69,6 @@ std::vector<TierProbe> TierManager::Probes() const {
   return probes;
 }
 
-Status TierManager::PromoteBytes(const ExtentKey& key, std::span<const uint8_t> bytes) {
-  RETURN_IF_ERROR(EnsureFreePages(static_cast<int64_t>(shape_.n_layers) * shape_.extent_pages));
-  ASSIGN_OR_RETURN(std::vector<int32_t> pages,
-                   AllocateExtentPages(pool_, shape_.n_layers, shape_.extent_pages));
-  Status s = DecodeExtent(bytes, View(pages));
-  if (!s.ok()) {
-    for (int32_t p : pages) pool_.Free(p);
-    return s;
-  }
-  InsertDevice(key, std::move(pages));
-  return Status::Ok();
-}
-
 Result<PrefixHit> TierManager::AcquirePrefix(std::string_view ns, std::span<const int32_t> tokens,
                                              int64_t max_tokens) {
   PrefixHit hit;
@@ -95,51 +82,95 @@ Result<PrefixHit> TierManager::AcquirePrefix(std::string_view ns, std::span<cons
   // Extents only on disk are read all at once (many I/Os in flight).
   std::vector<storage::ExtentKey> disk_keys;
   for (int64_t i = 0; i < match.matched_extents; ++i) {
-    if (probes[match.tier_of[i]].name == "disk") disk_keys.push_back(StorageKey(match.keys[i]));
+    if (probes[match.tier_of[i]].name == "disk" && device_map_.count(match.keys[i]) == 0) {
+      disk_keys.push_back(StorageKey(match.keys[i]));
+    }
   }
   std::vector<Result<storage::StoredExtent>> disk_reads;
   if (!disk_keys.empty()) disk_reads = options_.disk->MultiGet(disk_keys);
-  size_t next_disk = 0;
 
-  int64_t served = 0;
-  for (int64_t i = 0; i < match.matched_extents; ++i) {
+  // 1. In order: where each extent comes from, and fresh pages for those to be decoded. Stops
+  //    at the first extent that is not available after all.
+  struct Promotion {
+    int64_t index = 0;
+    bool from_disk = false;
+    std::shared_ptr<const std::vector<uint8_t>> host_bytes;
+    Result<storage::StoredExtent>* disk_read = nullptr;
+    std::span<const uint8_t> bytes;
+    std::vector<int32_t> pages;
+    Status status;
+  };
+  std::vector<Promotion> promotions;
+  int64_t available = 0;
+  size_t next_disk = 0;
+  for (int64_t i = 0; i < match.matched_extents; ++i, ++available) {
     const ExtentKey& key = match.keys[i];
-    const std::string& tier = probes[match.tier_of[i]].name;
-    auto dev = device_map_.find(key);
-    if (dev == device_map_.end()) {
-      Status s;
-      if (tier == "host") {
-        auto bytes = host_->Get(key);
-        s = bytes ? PromoteBytes(key, *bytes) : NotFoundError("evicted from host");
-        if (s.ok()) hit.bytes_promoted += bytes->size();
-        if (s.ok()) hit.tokens_from_host += extent_tokens;
-        if (!s.ok() && bytes) host_->Erase(key);  // undecodable: never serve it again
-      } else if (tier == "disk") {
-        Result<storage::StoredExtent>& read = disk_reads[next_disk++];
-        s = read.ok() ? PromoteBytes(key, read->bytes()) : read.status();
-        if (s.ok()) {
-          hit.bytes_promoted += read->bytes().size();
-          hit.tokens_from_disk += extent_tokens;
-          if (host_) {  // promotion: keep a RAM copy too (as stored: decoding handles zstd)
-            const auto b = read->bytes();
-            (void)host_->Put(key, std::vector<uint8_t>(b.begin(), b.end()));
-          }
-        } else if (read.ok()) {
-          (void)options_.disk->Remove(StorageKey(key));
-        }
-      } else {
-        s = NotFoundError("extent vanished from the device tier");
-      }
-      if (!s.ok()) {
-        std::fprintf(stderr, "kvtier: cached extent %s from %s not used: %s\n",
-                     key.Hex().substr(0, 16).c_str(), tier.c_str(), s.ToString().c_str());
+    if (device_map_.count(key) != 0) continue;
+    Promotion p;
+    p.index = i;
+    if (probes[match.tier_of[i]].name == "host") {
+      p.host_bytes = host_->Get(key);
+      if (!p.host_bytes) break;  // evicted since the lookup
+      p.bytes = *p.host_bytes;
+    } else {
+      p.from_disk = true;
+      p.disk_read = &disk_reads[next_disk++];
+      if (!p.disk_read->ok()) {
+        std::fprintf(stderr, "kvtier: cached extent %s not read from disk: %s\n",
+                     key.Hex().substr(0, 16).c_str(), p.disk_read->status().ToString().c_str());
         break;
       }
-      owner_ns_.emplace(key, std::string(ns));
-      dev = device_map_.find(key);
-    } else {
-      hit.tokens_from_device += extent_tokens;
+      p.bytes = (*p.disk_read)->bytes();
     }
+    if (!EnsureFreePages(static_cast<int64_t>(shape_.n_layers) * shape_.extent_pages).ok()) break;
+    auto pages = AllocateExtentPages(pool_, shape_.n_layers, shape_.extent_pages);
+    if (!pages.ok()) break;
+    p.pages = std::move(pages).value();
+    promotions.push_back(std::move(p));
+  }
+
+  // 2. Decode into the pages, extents in parallel (each writes only its own pages).
+  auto decode = [&](int64_t begin, int64_t end) {
+    for (int64_t j = begin; j < end; ++j) {
+      promotions[j].status = DecodeExtent(promotions[j].bytes, View(promotions[j].pages));
+    }
+  };
+  if (options_.threads != nullptr && promotions.size() > 1) {
+    options_.threads->ParallelFor(static_cast<int64_t>(promotions.size()), 1, decode);
+  } else {
+    decode(0, static_cast<int64_t>(promotions.size()));
+  }
+
+  // 3. In order again: the prefix ends at the first extent that failed to decode (it is dropped
+  //    from its tier: bad bytes are recomputed, never served); the others join the device tier.
+  int64_t served = available;
+  for (Promotion& p : promotions) {
+    const ExtentKey& key = match.keys[p.index];
+    if (served < available || !p.status.ok()) {
+      if (served == available) {
+        served = p.index;
+        std::fprintf(stderr, "kvtier: cached extent %s from %s not used: %s\n",
+                     key.Hex().substr(0, 16).c_str(), p.from_disk ? "disk" : "host",
+                     p.status.ToString().c_str());
+        if (p.from_disk) {
+          (void)options_.disk->Remove(StorageKey(key));
+        } else {
+          host_->Erase(key);
+        }
+      }
+      for (int32_t page : p.pages) pool_.Free(page);
+      continue;
+    }
+    hit.bytes_promoted += p.bytes.size();
+    (p.from_disk ? hit.tokens_from_disk : hit.tokens_from_host) += extent_tokens;
+    if (p.from_disk && host_) {  // promotion: keep a RAM copy too (as stored; decode handles zstd)
+      (void)host_->Put(key, std::vector<uint8_t>(p.bytes.begin(), p.bytes.end()));
+    }
+    InsertDevice(key, std::move(p.pages));
+    owner_ns_.emplace(key, std::string(ns));
+  }
+  for (int64_t i = 0; i < served; ++i) {
+    auto dev = device_map_.find(match.keys[i]);
     ++device_.hits;
     device_lru_.splice(device_lru_.begin(), device_lru_, dev->second.lru);
     for (int l = 0; l < shape_.n_layers; ++l) {
@@ -147,8 +178,8 @@ Result<PrefixHit> TierManager::AcquirePrefix(std::string_view ns, std::span<cons
           dev->second.pages.begin() + static_cast<ptrdiff_t>(l) * shape_.extent_pages;
       hit.page_tables[l].insert(hit.page_tables[l].end(), first, first + shape_.extent_pages);
     }
-    ++served;
   }
+  hit.tokens_from_device = served * extent_tokens - hit.tokens_from_host - hit.tokens_from_disk;
   hit.tokens = served * extent_tokens;
   hit.lease = index_.Acquire(std::span<const ExtentKey>(match.keys).first(served));
   return hit;

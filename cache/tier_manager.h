@@ -31,6 +31,7 @@
 #include "cache/extent_key.h"
 #include "cache/page_pool.h"
 #include "cache/prefix_index.h"
+#include "kernels/cpu/thread_pool.h"
 #include "storage/segment_store.h"
 
 namespace kvtier::cache {
@@ -50,6 +51,7 @@ struct TierOptions {
   CodecSpec host_codec{Codec::kQ8, /*zstd=*/false};
   storage::SegmentStore* disk = nullptr;  // borrowed; null: no disk tier
   CodecSpec disk_codec{Codec::kQ8, /*zstd=*/true};
+  kernels::ThreadPool* threads = nullptr;  // borrowed: decodes promoted extents in parallel
 };
 
 // What a prefix lookup brought onto the device.
@@ -123,8 +125,6 @@ class TierManager {
   bool DeviceEvictable(const ExtentKey& key, const DeviceExtent& e) const;
   void DropDevice(DeviceMap::iterator it);
   void InsertDevice(const ExtentKey& key, std::vector<int32_t> pages);
-  // Decodes an encoded extent into fresh pages and inserts it into the device tier.
-  Status PromoteBytes(const ExtentKey& key, std::span<const uint8_t> bytes);
   std::vector<TierProbe> Probes() const;
   ExtentView View(std::span<const int32_t> pages) const;
 

@@ -95,6 +95,7 @@ Result<std::unique_ptr<Engine>> Engine::Create(const EngineOptions& options) {
   scheme.extent_tokens = extent_shape.tokens();
   cache::TierOptions tier_options;
   tier_options.host_capacity_bytes = options.host_cache_bytes;
+  tier_options.threads = e->threads_.get();
   if (!options.cache_dir.empty() && options.prefix_cache) {
     storage::SegmentStoreOptions so;
     so.dir = options.cache_dir + "/kv";
