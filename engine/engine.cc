@@ -5,6 +5,8 @@
 #include <filesystem>
 #include <random>
 
+#include "kernels/cpu/retrieval.h"
+
 namespace kvtier::engine {
 namespace {
 
@@ -29,6 +31,22 @@ size_t CompleteUtf8Prefix(std::string_view s) {
     break;
   }
   return i;
+}
+
+// ---- Retrieval attention (DESIGN §5) ----
+bool ValidAttention(const std::string& m) { return m == "auto" || m == "dense" || m == "sparse"; }
+
+// The forward pass's attention for a step after the cached context whose context (after the
+// step) is context_tokens.
+model::SparseAttention SparseFor(const EngineOptions& o, const std::string& mode, int budget,
+                                 int64_t context_tokens) {
+  model::SparseAttention s;
+  s.enabled = mode == "sparse" || (mode == "auto" && context_tokens > o.sparse_min_tokens);
+  s.dense_layers = o.dense_layers;
+  s.budget_tokens = budget;
+  s.sink_tokens = o.sink_tokens;
+  s.recent_tokens = o.recent_tokens;
+  return s;
 }
 
 }  // namespace
@@ -74,6 +92,11 @@ std::vector<cache::PinInfo> Engine::Pins(const std::string& ns) {
 Result<std::unique_ptr<Engine>> Engine::Create(const EngineOptions& options) {
   std::unique_ptr<Engine> e(new Engine());
   e->options_ = options;
+  if (!ValidAttention(options.attention)) {
+    return InvalidArgumentError("attention must be auto, dense or sparse, not '" +
+                                options.attention + "'");
+  }
+  if (options.budget_tokens < 16) return InvalidArgumentError("budget_tokens must be >= 16");
   ASSIGN_OR_RETURN(e->model_, model::Model::Load(options.model_path));
   const model::ModelConfig& c = e->model_->config();
   if (e->options_.context_tokens <= 0) e->options_.context_tokens = c.context_length;
@@ -136,6 +159,14 @@ Result<GenerateResult> Engine::Generate(const GenerateRequest& request,
                                         const ProgressCallback& on_progress) {
   const Clock::time_point start = Clock::now();
   if (request.max_tokens < 0) return InvalidArgumentError("max_tokens must be >= 0");
+  const std::string attention = request.attention.empty() ? options_.attention : request.attention;
+  if (!ValidAttention(attention)) {
+    return InvalidArgumentError("attention must be auto, dense or sparse");
+  }
+  if (request.budget_tokens != 0 && request.budget_tokens < 16) {
+    return InvalidArgumentError("budget_tokens must be >= 16");
+  }
+  const int budget = request.budget_tokens > 0 ? request.budget_tokens : options_.budget_tokens;
   ASSIGN_OR_RETURN(std::vector<int32_t> prompt, PromptTokens(request));
   const int64_t limit = options_.context_tokens;
   if (static_cast<int64_t>(prompt.size()) + std::max(1, request.max_tokens) > limit) {
@@ -170,6 +201,20 @@ Result<GenerateResult> Engine::Generate(const GenerateRequest& request,
                      tiers_->AcquirePrefix(request.cache_namespace, prompt,
                                            static_cast<int64_t>(prompt.size()) - 1));
     RETURN_IF_ERROR(seq.AdoptPrefix(hit.page_tables));
+    if (hit.tokens_from_host + hit.tokens_from_disk > 0) {
+      // Pages decoded from a lower tier were filled by a copy: give them their digests (the
+      // device-tier pages already have theirs; recomputing them too is cheap and simple).
+      std::vector<kernels::PageRef> refs;
+      const int pt = pages_->view().page_tokens;
+      for (const auto& table : hit.page_tables) {
+        for (size_t p = 0; p < table.size(); ++p) {
+          refs.push_back({table[p], static_cast<int32_t>(p) * pt, pt});
+        }
+      }
+      kernels::UpdateDigests(pages_->view(), refs);
+      result.retrieval.pages_promoted =
+          (hit.tokens_from_host + hit.tokens_from_disk) / pt * n_layers;
+    }
     result.timing.cache_ms = MsSince(prefill_start);
     cached = hit.tokens;
     result.usage.cached_by_tier.device = hit.tokens_from_device;
@@ -182,6 +227,22 @@ Result<GenerateResult> Engine::Generate(const GenerateRequest& request,
   RETURN_IF_ERROR(ReserveTokens(seq, static_cast<int64_t>(prompt.size())));
   model::KvView kv{pages_->view(), seq.page_tables()};
   std::vector<float> logits;
+  // Retrieval attention applies after a cached context; the pass goes back to dense after.
+  result.retrieval.attention = attention;
+  struct DenseAtEnd {
+    model::ForwardPass* f;
+    ~DenseAtEnd() { f->set_sparse({}); }
+  } dense_at_end{forward_.get()};
+  // Counted over the steps after the cached context only (re-taken below when there is none).
+  model::RetrievalCounters counters_before = forward_->retrieval_counters();
+  auto set_attention = [&](bool after_cache, int64_t context_tokens) {
+    model::SparseAttention s;
+    if (after_cache) {
+      s = SparseFor(options_, attention, budget, context_tokens);
+      ++(s.enabled ? result.retrieval.sparse_steps : result.retrieval.dense_steps);
+    }
+    forward_->set_sparse(s);
+  };
   // The uncached suffix, in batches, reporting progress (and honouring cancellation) between
   // them. Only the last batch needs logits.
   const int64_t total = static_cast<int64_t>(prompt.size());
@@ -190,6 +251,7 @@ Result<GenerateResult> Engine::Generate(const GenerateRequest& request,
   for (int64_t done = cached; done < total; done += step) {
     const int64_t n = std::min(step, total - done);
     const bool last = done + n == total;
+    set_attention(cached > 0, done + n);
     RETURN_IF_ERROR(forward_->Run(std::span<const int32_t>(prompt).subspan(done, n),
                                   static_cast<int32_t>(done), kv,
                                   last ? model::LogitsMode::kLast : model::LogitsMode::kNone,
@@ -207,6 +269,7 @@ Result<GenerateResult> Engine::Generate(const GenerateRequest& request,
                                     static_cast<int64_t>(prompt.size())));
   }
   result.timing.prefill_ms = MsSince(prefill_start);
+  if (cached == 0) counters_before = forward_->retrieval_counters();
 
   std::string pending;  // decoded bytes not yet emitted (incomplete UTF-8 or a possible stop)
   size_t max_stop = 0;
@@ -259,6 +322,7 @@ Result<GenerateResult> Engine::Generate(const GenerateRequest& request,
     RETURN_IF_ERROR(ReserveTokens(seq, n_past + 1));
     kv.page_tables = seq.page_tables();
     const int32_t one[1] = {token};
+    set_attention(true, n_past + 1);
     RETURN_IF_ERROR(forward_->Run(one, n_past, kv, model::LogitsMode::kLast, &logits));
     ++n_past;
   }
@@ -267,6 +331,14 @@ Result<GenerateResult> Engine::Generate(const GenerateRequest& request,
     if (on_token) on_token(-1, pending);
   }
   result.usage.completion_tokens = static_cast<int64_t>(result.tokens.size());
+  {
+    const model::RetrievalCounters& now = forward_->retrieval_counters();
+    const int64_t lists = now.lists - counters_before.lists;
+    if (lists > 0) {
+      result.retrieval.pages_attended_avg =
+          static_cast<double>(now.pages_attended - counters_before.pages_attended) / lists;
+    }
+  }
   if (options_.prefix_cache && n_past > static_cast<int32_t>(prompt.size())) {
     // The conversation so far (prompt + the generated tokens whose KV exists) becomes a
     // reusable prefix too: a follow-up turn starts from it.

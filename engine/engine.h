@@ -37,6 +37,16 @@ struct EngineOptions {
   std::string cache_dir;
   std::string state_dir;
   uint64_t disk_cache_bytes = 16ull << 30;
+  // Retrieval attention (DESIGN §5) for tokens processed after a cached context (the uncached
+  // rest of a prompt whose prefix was cached, and every generated token): "dense", "sparse",
+  // or "auto" (sparse once the context exceeds sparse_min_tokens). Requests may override
+  // attention and budget_tokens.
+  std::string attention = "auto";
+  int budget_tokens = 2048;
+  int dense_layers = 2;
+  int sink_tokens = 64;
+  int recent_tokens = 256;
+  int sparse_min_tokens = 4096;
 };
 
 struct GenerateRequest {
@@ -50,6 +60,8 @@ struct GenerateRequest {
   // The cache namespace (the daemon derives it from the peer's uid; cache_salt narrows it).
   // Sequences share cached prefixes only within one namespace.
   std::string cache_namespace = "local";
+  std::string attention;  // "auto", "dense", "sparse"; empty: EngineOptions::attention
+  int budget_tokens = 0;  // sparse budget; 0: EngineOptions::budget_tokens
 };
 
 struct CachedByTier {
@@ -71,12 +83,22 @@ struct Timing {
   double decode_tokens_per_s = 0;
 };
 
+// Retrieval attention of one request (DESIGN §5).
+struct RetrievalUsage {
+  std::string attention;          // the mode used: "auto", "dense" or "sparse"
+  int64_t sparse_steps = 0;       // forward steps (batches or tokens) that ran sparse layers
+  int64_t dense_steps = 0;        // forward steps after the cached context that ran dense
+  double pages_attended_avg = 0;  // pages per layer, KV head and step (sparse and dense steps)
+  int64_t pages_promoted = 0;     // pages decoded from the host/disk tiers onto the device
+};
+
 struct GenerateResult {
   std::string text;
   std::string finish_reason;  // "stop", "length", "cancelled"
   std::vector<int32_t> tokens;
   Usage usage;
   uint64_t bytes_promoted = 0;  // encoded bytes of cached extents decoded onto the device
+  RetrievalUsage retrieval;
   Timing timing;
   uint64_t seed = 0;
 };
