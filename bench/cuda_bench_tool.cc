@@ -54,13 +54,13 @@ void Add(const std::string& what, const char* fmt, double v) {
   std::fflush(stdout);
 }
 
-#define CHECK_OK(expr)                                                                \
-  do {                                                                                \
-    const Status _s = (expr);                                                         \
-    if (!_s.ok()) {                                                                   \
-      std::fprintf(stderr, "cuda_bench: %s: %s\n", #expr, _s.ToString().c_str());    \
-      std::exit(1);                                                                   \
-    }                                                                                 \
+#define CHECK_OK(expr)                                                            \
+  do {                                                                            \
+    const Status _s = (expr);                                                     \
+    if (!_s.ok()) {                                                               \
+      std::fprintf(stderr, "cuda_bench: %s: %s\n", #expr, _s.ToString().c_str()); \
+      std::exit(1);                                                               \
+    }                                                                             \
   } while (0)
 
 template <typename T>
@@ -96,9 +96,8 @@ double CopyBandwidthGBs(void* stream) {
   void* a = Must(kc::CudaMalloc(bytes), "malloc");
   void* b = Must(kc::CudaMalloc(bytes), "malloc");
   CHECK_OK(kc::CudaFillRandomF16(static_cast<uint16_t*>(a), bytes / 2, 1, 1.0f, stream));
-  const double ms = TimeMs(stream, 3, 10, [&](int) {
-    CHECK_OK(kc::CudaCopyDeviceToDeviceAsync(b, a, bytes, stream));
-  });
+  const double ms = TimeMs(
+      stream, 3, 10, [&](int) { CHECK_OK(kc::CudaCopyDeviceToDeviceAsync(b, a, bytes, stream)); });
   (void)kc::CudaFree(a);
   (void)kc::CudaFree(b);
   return 2.0 * bytes / (ms * 1e-3) / 1e9;
@@ -106,8 +105,8 @@ double CopyBandwidthGBs(void* stream) {
 
 // Decode attention over n_ctx tokens of `layers` separate layers (rotated so that L2 does not
 // hold the context); returns GB/s of K+V read.
-double DecodeAttentionGBs(int n_heads, int n_kv, int head_dim, int n_ctx, int layers,
-                          void* stream, double* ms_out) {
+double DecodeAttentionGBs(int n_heads, int n_kv, int head_dim, int n_ctx, int layers, void* stream,
+                          double* ms_out) {
   kernels::KvPool pool;
   pool.page_tokens = 16;
   pool.n_kv_heads = n_kv;
@@ -138,8 +137,8 @@ double DecodeAttentionGBs(int n_heads, int n_kv, int head_dim, int n_ctx, int la
     CHECK_OK(kc::CudaPagedAttentionDecode(pool, d_refs + static_cast<size_t>(i % layers) * n_pages,
                                           n_pages, q, n_ctx - 1, n_heads, scale, out, ws, stream));
   });
-  for (void* p : {static_cast<void*>(pool.base), static_cast<void*>(d_refs),
-                  static_cast<void*>(q), static_cast<void*>(out), ws}) {
+  for (void* p : {static_cast<void*>(pool.base), static_cast<void*>(d_refs), static_cast<void*>(q),
+                  static_cast<void*>(out), ws}) {
     (void)kc::CudaFree(p);
   }
   *ms_out = ms;
@@ -217,8 +216,8 @@ int Main(int argc, char** argv) {
   for (const AttnShape& s : shapes) {
     double ms = 0;
     const double gbs = DecodeAttentionGBs(s.heads, s.kv, s.dim, s.ctx, s.layers, stream, &ms);
-    const std::string what = std::string("decode attention ") + s.name + " @" +
-                             std::to_string(s.ctx / 1024) + "K";
+    const std::string what =
+        std::string("decode attention ") + s.name + " @" + std::to_string(s.ctx / 1024) + "K";
     Add(what + " GB/s", "%.0f GB/s", gbs);
     Add(what + " / copy bw", "%.2f", gbs / copy_gbs);
   }
@@ -248,7 +247,8 @@ int Main(int argc, char** argv) {
   shape.page_tokens = 16;
   shape.n_kv_heads = c.n_kv_heads;
   shape.head_dim = c.head_dim;
-  const double per_page = static_cast<double>(shape.PageBytes()) + 2.0 * c.n_kv_heads * 2 * c.head_dim;
+  const double per_page =
+      static_cast<double>(shape.PageBytes()) + 2.0 * c.n_kv_heads * 2 * c.head_dim;
   const double usable = static_cast<double>(free_b) - weight_f16 - 3.0 * (1ull << 30);
   int pages_per_layer = static_cast<int>(usable / per_page / c.n_layers);
   const int max_ctx_cap = quick ? 262144 : (1 << 30);
@@ -261,16 +261,16 @@ int Main(int argc, char** argv) {
   auto f = Must(model::CudaForwardPass::Create(*m, opts), "CudaForwardPass");
   std::printf("device pool: %d pages per layer (%.1f GiB), largest context %d tokens\n",
               pages_per_layer, f->pool_bytes() / double(1ull << 30), max_ctx);
-  CHECK_OK(kc::CudaFillRandomF16(f->pool().base, f->pool_bytes() / 2 -
-                                                     opts.pool_pages * kc::DigestHalfs(f->pool()),
+  CHECK_OK(kc::CudaFillRandomF16(f->pool().base,
+                                 f->pool_bytes() / 2 - opts.pool_pages * kc::DigestHalfs(f->pool()),
                                  3, 1.0f, f->stream()));
   const auto tables = Tables(c.n_layers, pages_per_layer);
   const model::KvView kv{f->pool(), tables};
 
   std::vector<int> contexts = {8192, 131072, max_ctx};
-  contexts.erase(std::remove_if(contexts.begin(), contexts.end(),
-                                [&](int x) { return x > max_ctx; }),
-                 contexts.end());
+  contexts.erase(
+      std::remove_if(contexts.begin(), contexts.end(), [&](int x) { return x > max_ctx; }),
+      contexts.end());
   const int steps = quick ? 5 : 20;
   for (int ctx : contexts) {
     const std::string at = ctx == max_ctx && ctx != 8192 && ctx != 131072
@@ -309,7 +309,8 @@ int main(int argc, char** argv) { return kvtier::Main(argc, argv); }
 #else  // !KVTIER_HAVE_CUDA
 
 int main() {
-  std::fprintf(stderr, "cuda_bench: this build has no CUDA backend (configure with KVTIER_CUDA=ON)\n");
+  std::fprintf(stderr,
+               "cuda_bench: this build has no CUDA backend (configure with KVTIER_CUDA=ON)\n");
   return 2;
 }
 

@@ -74,8 +74,8 @@ Status CudaForwardPass::Init() {
     return static_cast<float*>(p);
   };
   // Several matrices with the same cols stacked row-wise into one f16 buffer.
-  auto upload_stack = [&](std::initializer_list<const kernels::WeightView*> ws)
-      -> Result<uint16_t*> {
+  auto upload_stack =
+      [&](std::initializer_list<const kernels::WeightView*> ws) -> Result<uint16_t*> {
     size_t bytes = 0;
     for (const auto* w : ws) bytes += kc::WeightF16Bytes(*w);
     ASSIGN_OR_RETURN(void* p, Alloc(bytes));
@@ -126,8 +126,8 @@ Status CudaForwardPass::Init() {
   RETURN_IF_ERROR(kc::CudaMemsetAsync(tables_, 0, table_elems * sizeof(int32_t), stream_));
   ASSIGN_OR_RETURN(void* r, Alloc(table_elems * sizeof(kernels::PageRef)));
   refs_ = static_cast<kernels::PageRef*>(r);
-  ASSIGN_OR_RETURN(void* sel, Alloc(static_cast<size_t>(c.n_kv_heads) * max_pages_ *
-                                    sizeof(kernels::PageRef)));
+  ASSIGN_OR_RETURN(
+      void* sel, Alloc(static_cast<size_t>(c.n_kv_heads) * max_pages_ * sizeof(kernels::PageRef)));
   selected_ = static_cast<kernels::PageRef*>(sel);
   const size_t io_elems = 2 * static_cast<size_t>(B) + 1;
   ASSIGN_OR_RETURN(void* io, Alloc(io_elems * sizeof(int32_t)));
@@ -145,10 +145,10 @@ Status CudaForwardPass::Init() {
   ASSIGN_OR_RETURN(attn_, alloc_f32(B * dim));
   ASSIGN_OR_RETURN(gu_, alloc_f32(B * 2 * ffn));
   ASSIGN_OR_RETURN(logits_, alloc_f32(B * vocab));
-  ASSIGN_OR_RETURN(attn_ws_, Alloc(kc::CudaDecodeAttentionWorkspaceBytes(c.n_heads, c.head_dim,
-                                                                         max_pages_)));
-  ASSIGN_OR_RETURN(select_ws_, Alloc(kc::CudaSelectPagesWorkspaceBytes(c.n_heads, c.n_kv_heads,
-                                                                        max_pages_)));
+  ASSIGN_OR_RETURN(attn_ws_,
+                   Alloc(kc::CudaDecodeAttentionWorkspaceBytes(c.n_heads, c.head_dim, max_pages_)));
+  ASSIGN_OR_RETURN(select_ws_,
+                   Alloc(kc::CudaSelectPagesWorkspaceBytes(c.n_heads, c.n_kv_heads, max_pages_)));
   uploaded_tables_.assign(c.n_layers, {});
   return kc::CudaSynchronize(stream_);
 }
@@ -231,8 +231,8 @@ Status CudaForwardPass::Run(std::span<const int32_t> tokens, int32_t n_past, con
       batch_mode = LogitsMode::kLast;
       out = logits->data();
     }
-    RETURN_IF_ERROR(RunBatch(tokens.subspan(off, n), n_past + static_cast<int32_t>(off),
-                             batch_mode, out, nullptr));
+    RETURN_IF_ERROR(RunBatch(tokens.subspan(off, n), n_past + static_cast<int32_t>(off), batch_mode,
+                             out, nullptr));
   }
   return Status::Ok();
 }
@@ -268,8 +268,8 @@ Status CudaForwardPass::RecomputeDigests(const KvView& kv, int32_t n_tokens) {
   const int n_pages = (n_tokens + pool_.page_tokens - 1) / pool_.page_tokens;
   RETURN_IF_ERROR(SyncTables(kv, n_pages));
   const int n_layers = model_.config().n_layers;
-  RETURN_IF_ERROR(kc::CudaBuildPageRefs(tables_, max_pages_, n_layers, n_tokens,
-                                        pool_.page_tokens, refs_, max_pages_, stream_));
+  RETURN_IF_ERROR(kc::CudaBuildPageRefs(tables_, max_pages_, n_layers, n_tokens, pool_.page_tokens,
+                                        refs_, max_pages_, stream_));
   for (int l = 0; l < n_layers; ++l) {
     RETURN_IF_ERROR(kc::CudaUpdateDigests(pool_, refs_ + static_cast<size_t>(l) * max_pages_,
                                           n_pages, digests_, stream_));
@@ -277,8 +277,8 @@ Status CudaForwardPass::RecomputeDigests(const KvView& kv, int32_t n_tokens) {
   return kc::CudaSynchronize(stream_);
 }
 
-Status CudaForwardPass::RunBatch(std::span<const int32_t> tokens, int32_t n_past,
-                                 LogitsMode mode, float* logits_out, int32_t* greedy_out) {
+Status CudaForwardPass::RunBatch(std::span<const int32_t> tokens, int32_t n_past, LogitsMode mode,
+                                 float* logits_out, int32_t* greedy_out) {
   const ModelConfig& c = model_.config();
   const int64_t n = static_cast<int64_t>(tokens.size());
   const int64_t B = options_.max_batch_tokens;
@@ -298,8 +298,8 @@ Status CudaForwardPass::RunBatch(std::span<const int32_t> tokens, int32_t n_past
   for (int64_t t = 0; t < n; ++t) host_io_[B + t] = n_past + static_cast<int32_t>(t);
   RETURN_IF_ERROR(kc::CudaCopyToDeviceAsync(d_tokens, host_io_, n * sizeof(int32_t), s));
   RETURN_IF_ERROR(kc::CudaCopyToDeviceAsync(d_positions, host_io_ + B, n * sizeof(int32_t), s));
-  RETURN_IF_ERROR(kc::CudaBuildPageRefs(tables_, max_pages_, c.n_layers, total, pt, refs_,
-                                        max_pages_, s));
+  RETURN_IF_ERROR(
+      kc::CudaBuildPageRefs(tables_, max_pages_, c.n_layers, total, pt, refs_, max_pages_, s));
   RETURN_IF_ERROR(kc::CudaEmbedding(embd_, dim, d_tokens, n, x_, s));
 
   // Sparse decode: sinks + recent window + top pages, in layers past the dense ones.
@@ -308,8 +308,7 @@ Status CudaForwardPass::RunBatch(std::span<const int32_t> tokens, int32_t n_past
   const int recent_pages = (sp.recent_tokens + pt - 1) / pt;
   const int k_pages = std::max(0, sp.budget_tokens / pt - sink_pages - recent_pages);
   const int n_sel = kc::CudaSelectedPages(n_pages, sink_pages, recent_pages, k_pages);
-  const bool sparse_step =
-      n == 1 && sp.enabled && total > sp.min_context_tokens && n_sel < n_pages;
+  const bool sparse_step = n == 1 && sp.enabled && total > sp.min_context_tokens && n_sel < n_pages;
 
   float* q = qkv_;
   float* k = qkv_ + n * dim;
@@ -325,22 +324,21 @@ Status CudaForwardPass::RunBatch(std::span<const int32_t> tokens, int32_t n_past
     } else {
       RETURN_IF_ERROR(blas_->Gemm(w.wqkv, dim, dim, h16_, n, 0.0f, q, s));
       RETURN_IF_ERROR(blas_->Gemm(w.wqkv + dim * dim, kv_dim, dim, h16_, n, 0.0f, k, s));
-      RETURN_IF_ERROR(
-          blas_->Gemm(w.wqkv + (dim + kv_dim) * dim, kv_dim, dim, h16_, n, 0.0f, v, s));
+      RETURN_IF_ERROR(blas_->Gemm(w.wqkv + (dim + kv_dim) * dim, kv_dim, dim, h16_, n, 0.0f, v, s));
     }
-    RETURN_IF_ERROR(kc::CudaRopeInPlace(q, n, c.n_heads, c.head_dim, d_positions,
-                                        c.rope_freq_base, c.rope_freq_scale, s));
+    RETURN_IF_ERROR(kc::CudaRopeInPlace(q, n, c.n_heads, c.head_dim, d_positions, c.rope_freq_base,
+                                        c.rope_freq_scale, s));
     RETURN_IF_ERROR(kc::CudaRopeInPlace(k, n, c.n_kv_heads, c.head_dim, d_positions,
                                         c.rope_freq_base, c.rope_freq_scale, s));
     RETURN_IF_ERROR(kc::CudaWriteKv(pool_, tables_ + static_cast<size_t>(l) * max_pages_,
                                     d_positions, k, v, n, s));
-    RETURN_IF_ERROR(kc::CudaUpdateDigests(pool_, refs + first_new_page,
-                                          n_pages - first_new_page, digests_, s));
+    RETURN_IF_ERROR(
+        kc::CudaUpdateDigests(pool_, refs + first_new_page, n_pages - first_new_page, digests_, s));
     if (n == 1) {
       if (sparse_step && l >= sp.dense_layers) {
         RETURN_IF_ERROR(kc::CudaSelectPages(pool_, digests_, refs, n_pages, sink_pages,
-                                            recent_pages, k_pages, q, c.n_heads, scale,
-                                            selected_, select_ws_, s));
+                                            recent_pages, k_pages, q, c.n_heads, scale, selected_,
+                                            select_ws_, s));
         RETURN_IF_ERROR(kc::CudaPagedAttentionDecodePerKvHead(
             pool_, selected_, n_sel, q, n_past, c.n_heads, scale, attn_, attn_ws_, s));
       } else {
@@ -367,13 +365,12 @@ Status CudaForwardPass::RunBatch(std::span<const int32_t> tokens, int32_t n_past
   if (mode != LogitsMode::kNone) {
     const int64_t first_row = mode == LogitsMode::kLast ? n - 1 : 0;
     const int64_t rows = n - first_row;
-    RETURN_IF_ERROR(kc::CudaRmsNormToF16(x_ + first_row * dim, output_norm_, rows, dim,
-                                         c.rms_eps, h16_, s));
+    RETURN_IF_ERROR(
+        kc::CudaRmsNormToF16(x_ + first_row * dim, output_norm_, rows, dim, c.rms_eps, h16_, s));
     RETURN_IF_ERROR(blas_->Gemm(output_, vocab, dim, h16_, rows, 0.0f, logits_, s));
     if (greedy_out != nullptr) {
       RETURN_IF_ERROR(kc::CudaArgmax(logits_ + (rows - 1) * vocab, 1, vocab, d_argmax, s));
-      RETURN_IF_ERROR(
-          kc::CudaCopyToHostAsync(host_io_ + 2 * B, d_argmax, sizeof(int32_t), s));
+      RETURN_IF_ERROR(kc::CudaCopyToHostAsync(host_io_ + 2 * B, d_argmax, sizeof(int32_t), s));
     } else if (logits_out != nullptr) {
       RETURN_IF_ERROR(kc::CudaCopyToHostAsync(
           logits_out, logits_, static_cast<size_t>(rows * vocab) * sizeof(float), s));

@@ -122,19 +122,19 @@ class CudaForwardPass {
   uint16_t* output_ = nullptr;  // embd_ when tied
   float* output_norm_ = nullptr;
 
-  int32_t* tables_ = nullptr;          // [n_layers][max_pages_]
-  kernels::PageRef* refs_ = nullptr;   // [n_layers][max_pages_]
-  kernels::PageRef* selected_ = nullptr;  // [n_kv_heads][max_pages_]
-  int32_t* io_ = nullptr;              // tokens [B], positions [B], argmax [1]
-  int32_t* host_io_ = nullptr;         // pinned mirror of io_
-  float* x_ = nullptr;                 // [B][dim]
-  uint16_t* h16_ = nullptr;            // [B][max(dim, ffn)]
-  float* qkv_ = nullptr;               // [B][dim + 2 kv_dim]
-  float* attn_ = nullptr;              // [B][dim]
-  float* gu_ = nullptr;                // [B][2 ffn]
-  float* logits_ = nullptr;            // [B][vocab]
-  void* attn_ws_ = nullptr;            // decode split-k partials
-  void* select_ws_ = nullptr;          // page scoring and top-k
+  int32_t* tables_ = nullptr;                          // [n_layers][max_pages_]
+  kernels::PageRef* refs_ = nullptr;                   // [n_layers][max_pages_]
+  kernels::PageRef* selected_ = nullptr;               // [n_kv_heads][max_pages_]
+  int32_t* io_ = nullptr;                              // tokens [B], positions [B], argmax [1]
+  int32_t* host_io_ = nullptr;                         // pinned mirror of io_
+  float* x_ = nullptr;                                 // [B][dim]
+  uint16_t* h16_ = nullptr;                            // [B][max(dim, ffn)]
+  float* qkv_ = nullptr;                               // [B][dim + 2 kv_dim]
+  float* attn_ = nullptr;                              // [B][dim]
+  float* gu_ = nullptr;                                // [B][2 ffn]
+  float* logits_ = nullptr;                            // [B][vocab]
+  void* attn_ws_ = nullptr;                            // decode split-k partials
+  void* select_ws_ = nullptr;                          // page scoring and top-k
   std::vector<std::vector<int32_t>> uploaded_tables_;  // what tables_ holds, per layer
 };
 

@@ -53,10 +53,10 @@ Status CudaUploadWeightF16(const WeightView& w, uint16_t* d_dst) {
         out[c] = F32ToF16(std::clamp(row[c], -65504.0f, 65504.0f));
       }
     }
-    RETURN_IF_ERROR(FromCuda(cudaMemcpy(d_dst + r0 * w.cols, staging.data(),
-                                        static_cast<size_t>(n * w.cols) * sizeof(uint16_t),
-                                        cudaMemcpyHostToDevice),
-                             "CudaUploadWeightF16 copy"));
+    RETURN_IF_ERROR(FromCuda(
+        cudaMemcpy(d_dst + r0 * w.cols, staging.data(),
+                   static_cast<size_t>(n * w.cols) * sizeof(uint16_t), cudaMemcpyHostToDevice),
+        "CudaUploadWeightF16 copy"));
   }
   return Status::Ok();
 }
@@ -84,8 +84,15 @@ Status CudaBlas::Gemm(const uint16_t* d_w, int64_t rows, int64_t cols, const uin
     return InvalidArgumentError("CudaBlas::Gemm: bad shape");
   }
   if (n_tokens == 0) return Status::Ok();
-  RETURN_IF_ERROR(
-      FromBlas(cublasSetStream(H(handle_), static_cast<cudaStream_t>(stream)), "cublasSetStream"));
+  if (!stream_set_ || stream != stream_) {
+    // cublasSetStream resets the handle to cuBLAS's default workspace pool: give it ours back.
+    RETURN_IF_ERROR(FromBlas(cublasSetStream(H(handle_), static_cast<cudaStream_t>(stream)),
+                             "cublasSetStream"));
+    RETURN_IF_ERROR(FromBlas(cublasSetWorkspace(H(handle_), workspace_, kBlasWorkspaceBytes),
+                             "cublasSetWorkspace"));
+    stream_ = stream;
+    stream_set_ = true;
+  }
   // Column-major view: W is stored as a cols x rows matrix (ld cols), so op(A) = A^T is
   // rows x cols; x is cols x n (ld cols); y is rows x n (ld rows).
   const float alpha = 1.0f;

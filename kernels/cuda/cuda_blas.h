@@ -47,6 +47,8 @@ class CudaBlas {
   CudaBlas() = default;
   void* handle_ = nullptr;     // cublasHandle_t
   void* workspace_ = nullptr;  // device
+  void* stream_ = nullptr;     // the stream the handle is bound to
+  bool stream_set_ = false;
 };
 
 }  // namespace kvtier::kernels::cuda

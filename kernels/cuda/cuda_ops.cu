@@ -36,9 +36,7 @@ __device__ float WarpSum(float v) {
 
 // ---- RMSNorm: one block per token ---------------------------------------------------------
 __device__ inline void Store(float* p, float v) { *p = v; }
-__device__ inline void Store(uint16_t* p, float v) {
-  *p = __half_as_ushort(__float2half_rn(v));
-}
+__device__ inline void Store(uint16_t* p, float v) { *p = __half_as_ushort(__float2half_rn(v)); }
 
 template <typename Out>
 __global__ void RmsNormKernel(const float* x, const float* weight, int64_t dim, float eps,
@@ -346,9 +344,8 @@ Status CudaCopyToHostAsync(void* host, const void* d_src, size_t bytes, void* st
 }
 
 Status CudaCopyDeviceToDeviceAsync(void* d_dst, const void* d_src, size_t bytes, void* stream) {
-  return FromCuda(
-      cudaMemcpyAsync(d_dst, d_src, bytes, cudaMemcpyDeviceToDevice, AsStream(stream)),
-      "cudaMemcpyAsync D2D");
+  return FromCuda(cudaMemcpyAsync(d_dst, d_src, bytes, cudaMemcpyDeviceToDevice, AsStream(stream)),
+                  "cudaMemcpyAsync D2D");
 }
 
 Result<void*> CudaHostAlloc(size_t bytes) {
@@ -403,9 +400,9 @@ Result<float> CudaEventElapsedMs(void* start, void* end) {
   RETURN_IF_ERROR(
       FromCuda(cudaEventSynchronize(static_cast<cudaEvent_t>(end)), "cudaEventSynchronize"));
   float ms = 0.0f;
-  RETURN_IF_ERROR(FromCuda(cudaEventElapsedTime(&ms, static_cast<cudaEvent_t>(start),
-                                                static_cast<cudaEvent_t>(end)),
-                           "cudaEventElapsedTime"));
+  RETURN_IF_ERROR(FromCuda(
+      cudaEventElapsedTime(&ms, static_cast<cudaEvent_t>(start), static_cast<cudaEvent_t>(end)),
+      "cudaEventElapsedTime"));
   return ms;
 }
 
@@ -474,8 +471,8 @@ Status CudaEmbedding(const uint16_t* d_table, int64_t dim, const int32_t* d_toke
   if (n_tokens < 0 || dim <= 0) return InvalidArgumentError("CudaEmbedding: bad shape");
   if (n_tokens == 0) return Status::Ok();
   const dim3 grid(static_cast<unsigned>(n_tokens), Blocks(dim, 256));
-  EmbeddingKernel<<<grid, 256, 0, AsStream(stream)>>>(reinterpret_cast<const __half*>(d_table),
-                                                      dim, d_tokens, d_out);
+  EmbeddingKernel<<<grid, 256, 0, AsStream(stream)>>>(reinterpret_cast<const __half*>(d_table), dim,
+                                                      d_tokens, d_out);
   return LaunchStatus("CudaEmbedding");
 }
 
@@ -540,9 +537,8 @@ Status CudaPagedAttentionDecode(const KvPool& pool, const PageRef* d_pages, int 
 }
 
 Status CudaPagedAttentionDecodePerKvHead(const KvPool& pool, const PageRef* d_pages, int n_pages,
-                                         const float* d_q, int32_t q_pos, int n_heads,
-                                         float scale, float* d_out, void* d_workspace,
-                                         void* stream) {
+                                         const float* d_q, int32_t q_pos, int n_heads, float scale,
+                                         float* d_out, void* d_workspace, void* stream) {
   return LaunchDecode(pool, d_pages, n_pages, n_pages, d_q, q_pos, n_heads, scale, d_out,
                       d_workspace, stream);
 }

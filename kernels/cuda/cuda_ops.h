@@ -111,8 +111,7 @@ Status CudaPagedAttentionDecode(const KvPool& pool, const PageRef* d_pages, int 
 // d_pages[g * n_pages, (g + 1) * n_pages), in position order (as CudaSelectPages writes them).
 // Workspace: CudaDecodeAttentionWorkspaceBytes(n_heads, head_dim, n_pages).
 Status CudaPagedAttentionDecodePerKvHead(const KvPool& pool, const PageRef* d_pages, int n_pages,
-                                         const float* d_q, int32_t q_pos, int n_heads,
-                                         float scale, float* d_out, void* d_workspace,
-                                         void* stream);
+                                         const float* d_q, int32_t q_pos, int n_heads, float scale,
+                                         float* d_out, void* d_workspace, void* stream);
 
 }  // namespace kvtier::kernels::cuda

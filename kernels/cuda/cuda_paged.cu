@@ -120,14 +120,13 @@ size_t PrefillSharedBytes(int head_dim) {
 }
 
 __global__ void __launch_bounds__(kPrefillWarps* kWarp)
-    PrefillAttentionKernel(const __half* base, int n_kv_heads, int head_dim,
-                           const PageRef* pages, int n_pages, const float* q,
-                           const int32_t* q_pos, int64_t n_tokens, int n_heads, int group,
-                           float scale, float* out) {
+    PrefillAttentionKernel(const __half* base, int n_kv_heads, int head_dim, const PageRef* pages,
+                           int n_pages, const float* q, const int32_t* q_pos, int64_t n_tokens,
+                           int n_heads, int group, float scale, float* out) {
   extern __shared__ float smem[];
-  float* s_q = smem;                                  // [kPrefillRows][head_dim]
-  float* s_k = s_q + kPrefillRows * head_dim;         // [kPageKeys][head_dim + 1]
-  float* s_v = s_k + kPageKeys * (head_dim + 1);      // [kPageKeys][head_dim + 1]
+  float* s_q = smem;                              // [kPrefillRows][head_dim]
+  float* s_k = s_q + kPrefillRows * head_dim;     // [kPageKeys][head_dim + 1]
+  float* s_v = s_k + kPageKeys * (head_dim + 1);  // [kPageKeys][head_dim + 1]
   __shared__ int32_t s_pos[kPrefillRows];
   __shared__ int32_t s_max_pos;
 
@@ -199,7 +198,7 @@ __global__ void __launch_bounds__(kPrefillWarps* kWarp)
       const float m_new = fmaxf(m[r], mx);
       if (m_new == -INFINITY) continue;  // no visible key yet (uniform across the warp)
       const float pj = valid ? expf(s - m_new) : 0.0f;
-      const float sum = WarpSum(pj) * 0.5f;  // every key counted twice
+      const float sum = WarpSum(pj) * 0.5f;    // every key counted twice
       const float alpha = expf(m[r] - m_new);  // m[r] = -inf: 0
       l[r] = l[r] * alpha + sum;
 #pragma unroll
@@ -243,8 +242,7 @@ __global__ void BoundKernel(const __half* digests, int n_kv_heads, int head_dim,
   const int i = static_cast<int>(w / n_heads);
   const int h = static_cast<int>(w % n_heads);
   const int g = h / group;
-  const __half* dg =
-      digests + (static_cast<size_t>(pages[i].page) * n_kv_heads + g) * 2 * head_dim;
+  const __half* dg = digests + (static_cast<size_t>(pages[i].page) * n_kv_heads + g) * 2 * head_dim;
   float sum = 0.0f;
   for (int d = lane; d < head_dim; d += kWarp) {
     const float qd = q[static_cast<size_t>(h) * head_dim + d];
@@ -387,8 +385,8 @@ __global__ void __launch_bounds__(kTopKThreads)
 
 // Per KV head g: [sinks][top-k candidates, in index order][recent].
 __global__ void AssembleKernel(const PageRef* pages, int n_pages, int n_sink, int n_recent,
-                               int k_eff, bool all_candidates, const int32_t* index,
-                               int k_stride, PageRef* selected) {
+                               int k_eff, bool all_candidates, const int32_t* index, int k_stride,
+                               PageRef* selected) {
   const int g = blockIdx.y;
   const int n_sel = n_sink + k_eff + n_recent;
   const int i = blockIdx.x * blockDim.x + threadIdx.x;
@@ -434,9 +432,8 @@ Status CudaBuildPageRefs(const int32_t* d_tables, int64_t table_stride, int n_la
   }
   if (n_pages == 0 || n_layers == 0) return Status::Ok();
   const dim3 grid(Blocks(n_pages, 256), static_cast<unsigned>(n_layers));
-  BuildPageRefsKernel<<<grid, 256, 0, AsStream(stream)>>>(d_tables, table_stride, n_pages,
-                                                          total_tokens, page_tokens, d_refs,
-                                                          refs_stride);
+  BuildPageRefsKernel<<<grid, 256, 0, AsStream(stream)>>>(
+      d_tables, table_stride, n_pages, total_tokens, page_tokens, d_refs, refs_stride);
   return LaunchStatus("CudaBuildPageRefs");
 }
 
@@ -458,9 +455,9 @@ Status CudaUpdateDigests(const KvPool& pool, const PageRef* d_pages, int n_pages
   if (n_pages < 0) return InvalidArgumentError("CudaUpdateDigests: n_pages < 0");
   if (n_pages == 0) return Status::Ok();
   const dim3 grid(static_cast<unsigned>(n_pages), static_cast<unsigned>(pool.n_kv_heads));
-  DigestKernel<<<grid, 64, 0, AsStream(stream)>>>(
-      reinterpret_cast<const __half*>(pool.base), pool.page_tokens, pool.n_kv_heads,
-      pool.head_dim, d_pages, reinterpret_cast<__half*>(d_digests));
+  DigestKernel<<<grid, 64, 0, AsStream(stream)>>>(reinterpret_cast<const __half*>(pool.base),
+                                                  pool.page_tokens, pool.n_kv_heads, pool.head_dim,
+                                                  d_pages, reinterpret_cast<__half*>(d_digests));
   return LaunchStatus("CudaUpdateDigests");
 }
 
@@ -476,21 +473,20 @@ Status CudaPagedAttentionPrefill(const KvPool& pool, const PageRef* d_pages, int
   const size_t smem = PrefillSharedBytes(pool.head_dim);
   if (smem > 48 * 1024) {
     // Idempotent and not a stream operation: safe to repeat, and allowed during capture.
-    const cudaError_t err = cudaFuncSetAttribute(
-        PrefillAttentionKernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
-        static_cast<int>(smem));
+    const cudaError_t err =
+        cudaFuncSetAttribute(PrefillAttentionKernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                             static_cast<int>(smem));
     if (err != cudaSuccess) return LaunchStatus("CudaPagedAttentionPrefill: shared memory");
   }
   const dim3 grid(Blocks(n_tokens, kPrefillRows), static_cast<unsigned>(n_heads));
   PrefillAttentionKernel<<<grid, kPrefillWarps * kWarp, smem, AsStream(stream)>>>(
-      reinterpret_cast<const __half*>(pool.base), pool.n_kv_heads, pool.head_dim, d_pages,
-      n_pages, d_q, d_q_pos, n_tokens, n_heads, n_heads / pool.n_kv_heads, scale, d_out);
+      reinterpret_cast<const __half*>(pool.base), pool.n_kv_heads, pool.head_dim, d_pages, n_pages,
+      d_q, d_q_pos, n_tokens, n_heads, n_heads / pool.n_kv_heads, scale, d_out);
   return LaunchStatus("CudaPagedAttentionPrefill");
 }
 
 size_t CudaScorePagesWorkspaceBytes(int n_heads, int n_cand) {
-  return AlignUp(static_cast<size_t>(std::max(n_heads, 0)) * std::max(n_cand, 0) *
-                 sizeof(float));
+  return AlignUp(static_cast<size_t>(std::max(n_heads, 0)) * std::max(n_cand, 0) * sizeof(float));
 }
 
 Status CudaScorePages(const KvPool& pool, const uint16_t* d_digests, const PageRef* d_pages,
@@ -504,8 +500,8 @@ Status CudaScorePages(const KvPool& pool, const uint16_t* d_digests, const PageR
   const int group = n_heads / pool.n_kv_heads;
   const int64_t warps = static_cast<int64_t>(n_cand) * n_heads;
   BoundKernel<<<Blocks(warps * kWarp, 256), 256, 0, AsStream(stream)>>>(
-      reinterpret_cast<const __half*>(d_digests), pool.n_kv_heads, pool.head_dim, d_pages,
-      n_cand, d_q, n_heads, group, scale, bounds);
+      reinterpret_cast<const __half*>(d_digests), pool.n_kv_heads, pool.head_dim, d_pages, n_cand,
+      d_q, n_heads, group, scale, bounds);
   RETURN_IF_ERROR(LaunchStatus("CudaScorePages bounds"));
   NormaliseKernel<<<static_cast<unsigned>(pool.n_kv_heads), 1024, 0, AsStream(stream)>>>(
       bounds, n_cand, group, d_scores);
@@ -515,8 +511,8 @@ Status CudaScorePages(const KvPool& pool, const uint16_t* d_digests, const PageR
 Status CudaTopK(const float* d_scores, int n_kv_heads, int n, int k, int32_t* d_index,
                 void* stream) {
   if (n_kv_heads <= 0 || k <= 0 || k > n) return InvalidArgumentError("CudaTopK: need 0 < k <= n");
-  TopKKernel<<<static_cast<unsigned>(n_kv_heads), kTopKThreads, 0, AsStream(stream)>>>(d_scores,
-                                                                                     n, k, d_index);
+  TopKKernel<<<static_cast<unsigned>(n_kv_heads), kTopKThreads, 0, AsStream(stream)>>>(d_scores, n,
+                                                                                       k, d_index);
   return LaunchStatus("CudaTopK");
 }
 

@@ -93,9 +93,9 @@ class DeviceBuffer {
   void* ptr_ = nullptr;
 };
 
-#define ASSERT_OK(expr)                              \
-  do {                                               \
-    const Status _s = (expr);                        \
+#define ASSERT_OK(expr)                                     \
+  do {                                                      \
+    const Status _s = (expr);                               \
     ASSERT_TRUE(_s.ok()) << #expr << ": " << _s.ToString(); \
   } while (0)
 
@@ -136,7 +136,7 @@ TEST_F(CudaPagedTest, GemmOfUploadedWeightsMatchesReference) {
   auto blas = CudaBlas::Create();
   ASSERT_TRUE(blas.ok()) << blas.status().ToString();
   std::mt19937 rng(101);
-  const DType types[] = {DType::kF32, DType::kF16,  DType::kBF16, DType::kQ8_0,
+  const DType types[] = {DType::kF32,  DType::kF16,  DType::kBF16, DType::kQ8_0,
                          DType::kQ4_0, DType::kQ4_1, DType::kQ6_K, DType::kQ4_K};
   for (DType type : types) {
     for (int64_t n_tokens : {1, 7, 64}) {
@@ -149,8 +149,8 @@ TEST_F(CudaPagedTest, GemmOfUploadedWeightsMatchesReference) {
       DeviceBuffer dx(x), dx16(x.size() * 2), dy(y0);
       ASSERT_OK(CudaF32ToF16(dx.get<float>(), x.size(), dx16.get<uint16_t>(), nullptr));
       // beta = 1: y = y0 + W x.
-      ASSERT_OK((*blas)->Gemm(dw.get<uint16_t>(), rows, cols, dx16.get<uint16_t>(), n_tokens,
-                              1.0f, dy.get<float>(), nullptr));
+      ASSERT_OK((*blas)->Gemm(dw.get<uint16_t>(), rows, cols, dx16.get<uint16_t>(), n_tokens, 1.0f,
+                              dy.get<float>(), nullptr));
       std::vector<double> want(n_tokens * rows);
       for (int64_t t = 0; t < n_tokens; ++t) {
         for (int64_t r = 0; r < rows; ++r) {
@@ -191,7 +191,7 @@ TEST_F(CudaPagedTest, ArgmaxMatchesHostWithTies) {
   auto x = NormalVec(rows * n, rng);
   x[0 * n + 5] = 10.0f;  // row 0: a tie between 5 and 40000 -> 5
   x[0 * n + 40000] = 10.0f;
-  x[1 * n + n - 1] = 100.0f;  // row 1: the last element
+  x[1 * n + n - 1] = 100.0f;                               // row 1: the last element
   x[2 * n + 3] = std::numeric_limits<float>::quiet_NaN();  // row 2: a NaN is never chosen
   DeviceBuffer dx(x), dout(rows * sizeof(int32_t));
   ASSERT_OK(CudaArgmax(dx.get<float>(), rows, n, dout.get<int32_t>(), nullptr));
@@ -270,8 +270,8 @@ struct PrefillCase {
 };
 
 TEST_F(CudaPagedTest, PrefillAttentionMatchesCpu) {
-  const PrefillCase cases[] = {{9, 3, 64, 0, 37},   {9, 3, 64, 100, 300}, {8, 2, 128, 0, 200},
-                               {4, 4, 256, 5, 40},  {9, 3, 64, 0, 1},     {6, 1, 32, 33, 70}};
+  const PrefillCase cases[] = {{9, 3, 64, 0, 37},  {9, 3, 64, 100, 300}, {8, 2, 128, 0, 200},
+                               {4, 4, 256, 5, 40}, {9, 3, 64, 0, 1},     {6, 1, 32, 33, 70}};
   for (const PrefillCase& c : cases) {
     std::mt19937 rng(200 + c.n_tokens + c.head_dim);
     PagedSetup s(c.n_kv_heads, c.head_dim, c.n_past + c.n_tokens, rng);
@@ -287,9 +287,9 @@ TEST_F(CudaPagedTest, PrefillAttentionMatchesCpu) {
         dout(q.size() * sizeof(float));
     KvPool dev = s.pool;
     dev.base = dpool.get<uint16_t>();
-    ASSERT_OK(CudaPagedAttentionPrefill(dev, dpages.get<PageRef>(), s.pages.size(),
-                                        dq.get<float>(), dpos.get<int32_t>(), c.n_tokens,
-                                        c.n_heads, scale, dout.get<float>(), nullptr));
+    ASSERT_OK(CudaPagedAttentionPrefill(dev, dpages.get<PageRef>(), s.pages.size(), dq.get<float>(),
+                                        dpos.get<int32_t>(), c.n_tokens, c.n_heads, scale,
+                                        dout.get<float>(), nullptr));
     EXPECT_LT(NormError(dout.ToHost<float>(), ToDouble(want)), 1e-5)
         << "heads " << c.n_heads << "/" << c.n_kv_heads << " dim " << c.head_dim << " past "
         << c.n_past << " tokens " << c.n_tokens;
@@ -321,8 +321,8 @@ TEST_F(CudaPagedTest, DigestsAreExactMinMax) {
       ddig(pool_pages * DigestHalfs(s.pool) * sizeof(uint16_t));
   KvPool dev = s.pool;
   dev.base = dpool.get<uint16_t>();
-  ASSERT_OK(CudaUpdateDigests(dev, dpages.get<PageRef>(), s.pages.size(), ddig.get<uint16_t>(),
-                              nullptr));
+  ASSERT_OK(
+      CudaUpdateDigests(dev, dpages.get<PageRef>(), s.pages.size(), ddig.get<uint16_t>(), nullptr));
   const auto dig = ddig.ToHost<uint16_t>();
   for (const PageRef& p : s.pages) {
     for (int g = 0; g < 3; ++g) {
@@ -372,8 +372,8 @@ TEST_F(CudaPagedTest, ScorePagesMatchesReference) {
       ddig(pool_pages * DigestHalfs(s.pool) * sizeof(uint16_t));
   KvPool dev = s.pool;
   dev.base = dpool.get<uint16_t>();
-  ASSERT_OK(CudaUpdateDigests(dev, dpages.get<PageRef>(), s.pages.size(), ddig.get<uint16_t>(),
-                              nullptr));
+  ASSERT_OK(
+      CudaUpdateDigests(dev, dpages.get<PageRef>(), s.pages.size(), ddig.get<uint16_t>(), nullptr));
   auto q = NormalVec(n_heads * hd, rng);
   const float scale = 0.125f;
   const int n = static_cast<int>(s.pages.size());
@@ -422,16 +422,15 @@ TEST_F(CudaPagedTest, SparseDecodeOverSelectedPagesMatchesCpu) {
       ddig(pool_pages * DigestHalfs(s.pool) * sizeof(uint16_t));
   KvPool dev = s.pool;
   dev.base = dpool.get<uint16_t>();
-  ASSERT_OK(CudaUpdateDigests(dev, dpages.get<PageRef>(), n_pages, ddig.get<uint16_t>(),
-                              nullptr));
+  ASSERT_OK(CudaUpdateDigests(dev, dpages.get<PageRef>(), n_pages, ddig.get<uint16_t>(), nullptr));
   auto q = NormalVec(n_heads * hd, rng);
   const float scale = 0.125f;
   const int n_sel = CudaSelectedPages(n_pages, sink, recent, k);
   ASSERT_EQ(n_sel, sink + k + recent);
   DeviceBuffer dq(q), dsel(n_kv * n_sel * sizeof(PageRef)),
       dws(CudaSelectPagesWorkspaceBytes(n_heads, n_kv, n_pages));
-  ASSERT_OK(CudaSelectPages(dev, ddig.get<uint16_t>(), dpages.get<PageRef>(), n_pages, sink,
-                            recent, k, dq.get<float>(), n_heads, scale, dsel.get<PageRef>(),
+  ASSERT_OK(CudaSelectPages(dev, ddig.get<uint16_t>(), dpages.get<PageRef>(), n_pages, sink, recent,
+                            k, dq.get<float>(), n_heads, scale, dsel.get<PageRef>(),
                             dws.get<void>(), nullptr));
   const auto sel = dsel.ToHost<PageRef>();
 
@@ -492,10 +491,10 @@ TEST_F(CudaPagedTest, LaunchersRejectBadArguments) {
   KvPool pool;
   pool.n_kv_heads = 3;
   pool.head_dim = 64;
-  EXPECT_EQ(CudaPagedAttentionPrefill(pool, nullptr, 0, nullptr, nullptr, 1, 8, 1.0f, nullptr,
-                                      nullptr)
-                .code(),
-            StatusCode::kInvalidArgument);
+  EXPECT_EQ(
+      CudaPagedAttentionPrefill(pool, nullptr, 0, nullptr, nullptr, 1, 8, 1.0f, nullptr, nullptr)
+          .code(),
+      StatusCode::kInvalidArgument);
   EXPECT_EQ(CudaTopK(nullptr, 1, 5, 6, nullptr, nullptr).code(), StatusCode::kInvalidArgument);
   EXPECT_EQ(CudaBuildPageRefs(nullptr, 1, 1, 40, 16, nullptr, 1, nullptr).code(),
             StatusCode::kInvalidArgument);

@@ -42,8 +42,8 @@ class CudaForwardTest : public ::testing::Test {
   }
 
   // Runs prompt + kSteps teacher-forced greedy steps on both passes.
-  static Agreement Compare(const Model& m, const std::vector<int32_t>& prompt,
-                           int cpu_batch_tokens, int cuda_batch_tokens) {
+  static Agreement Compare(const Model& m, const std::vector<int32_t>& prompt, int cpu_batch_tokens,
+                           int cuda_batch_tokens) {
     Agreement a;
     const ModelConfig& c = m.config();
     const int64_t max_tokens = static_cast<int64_t>(prompt.size()) + kSteps + 16;
@@ -83,8 +83,8 @@ class CudaForwardTest : public ::testing::Test {
     const std::span<const float> last(cpu_logits.data() + cpu_logits.size() - vocab, vocab);
     int32_t cpu_next = engine::Sampler::Argmax(last);
     // The GPU's own argmax (RunGreedy) for the first token: rerun the prompt's last token.
-    auto gpu_first = (*gpu)->RunGreedy(std::span(prompt).last(1),
-                                       static_cast<int32_t>(prompt.size()) - 1, kv);
+    auto gpu_first =
+        (*gpu)->RunGreedy(std::span(prompt).last(1), static_cast<int32_t>(prompt.size()) - 1, kv);
     EXPECT_TRUE(gpu_first.ok()) << gpu_first.status().ToString();
     if (!gpu_first.ok()) return a;
     auto record = [&](int step, int32_t gpu_tok) {
@@ -164,8 +164,8 @@ TEST_F(CudaForwardTest, RealModelGreedyMatchesCpu) {
     ASSERT_TRUE(chat.ok()) << chat.status().ToString();
     const std::vector<int32_t> prompt = tok.Encode(*chat, true, true);
     const Agreement a = Compare(**m, prompt, 512, 512);
-    EXPECT_GE(a.matches, kMinAgree) << "prompt '" << text << "': first mismatch at step "
-                                    << a.first_mismatch;
+    EXPECT_GE(a.matches, kMinAgree)
+        << "prompt '" << text << "': first mismatch at step " << a.first_mismatch;
     EXPECT_LT(a.prompt_logits_error, 5e-2) << "prompt '" << text << "'";
     std::printf("real prompt %d: %zu tokens, %d/%d greedy steps agree, logits error %.2e\n", p++,
                 prompt.size(), a.matches, kSteps, a.prompt_logits_error);
