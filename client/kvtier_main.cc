@@ -1,7 +1,15 @@
-// kvtier — the command-line client (DESIGN.md §7). With --local --model PATH it runs the engine
-// in-process; otherwise it talks to kvtierd over its Unix socket.
+// kvtier — the command-line client (DESIGN.md §7). It talks to kvtierd over its Unix socket
+// through libkvtier; with --local --model PATH, `generate`, `tokenize` and `prefill` run the
+// engine in-process instead.
+#include <pthread.h>
+#include <signal.h>
 #include <unistd.h>
 
+#include <algorithm>
+#include <atomic>
+#include <cerrno>
+#include <chrono>
+#include <cinttypes>
 #include <cstdio>
 #include <cstdlib>
 #include <filesystem>
@@ -9,35 +17,49 @@
 #include <iostream>
 #include <iterator>
 #include <map>
+#include <nlohmann/json.hpp>
 #include <optional>
 #include <sstream>
 #include <string>
+#include <thread>
 #include <vector>
 
-#include <nlohmann/json.hpp>
-
+#include "client/internal/cli_format.h"
+#include "client/libkvtier.h"
 #include "engine/engine.h"
+#include "protocol/messages.h"
 
 namespace {
 
 using kvtier::Status;
 using nlohmann::json;
+namespace protocol = kvtier::protocol;
+namespace cli = kvtier::client::internal;
 
 constexpr const char* kDefaultModelFile = "SmolLM2-135M-Instruct.Q4_1.gguf";
+constexpr int kExitInterrupted = 130;
 
 void PrintUsage(std::FILE* out) {
-  std::fprintf(out,
+  std::fprintf(
+      out,
       "usage: kvtier [--socket PATH] <command> [options]\n"
       "\n"
-      "commands:\n"
+      "commands (over kvtierd's socket: --socket PATH, else $KVTIER_SOCKET, else\n"
+      "$XDG_RUNTIME_DIR/kvtier/kvtier.sock, else /run/kvtier/kvtier.sock):\n"
       "  generate   [--prompt TEXT | --prompt-file F | stdin] [--raw] [--max-tokens N]\n"
       "             [--temperature T] [--top-k K] [--top-p P] [--seed N] [--stop S]...\n"
       "             [--attention auto|dense|sparse] [--budget N] [--json]\n"
+      "  prefill    [--pin NAME] [--raw] [--json] FILE...   (FILE '-' is stdin; a progress bar\n"
+      "             on stderr; later prompts that start with the same text reuse its KV)\n"
       "  tokenize   [--json] [--no-special]       (text on stdin -> token ids)\n"
-      "  prefill, stats, health, pins, unpin, evict   (need the daemon)\n"
+      "  stats      [--json]                      (cache tiers, requests)\n"
+      "  health     [--json]\n"
+      "  pins       [--json]\n"
+      "  unpin      NAME\n"
+      "  evict      [--tier device|host|disk|all] [--json]\n"
       "\n"
-      "local mode (no daemon): --local [--model PATH] [--threads N] [--context N]\n"
-      "  [--state-dir DIR] [--cache-dir DIR] [--device auto|cpu|cuda]\n"
+      "local mode (generate, tokenize, prefill without a daemon): --local [--model PATH]\n"
+      "  [--threads N] [--context N] [--state-dir DIR] [--cache-dir DIR] [--device auto|cpu|cuda]\n"
       "  [--host-cache-bytes N] [--disk-cache-bytes N (0: no disk tier)]\n"
       "  The default model is <cache-dir>/models/%s (scripts/fetch-model puts it there).\n"
       "  Cached prompt prefixes persist in <cache-dir>/kv (index in <state-dir>/kv-index).\n",
@@ -140,24 +162,58 @@ std::string ReadAll(std::istream& in) {
   return std::string(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
 }
 
-// Known options per command; anything else is an error, so typos are not silently ignored.
-const std::map<std::string, std::vector<std::string>> kCommandOptions = {
+// Known options and flags per command; anything else is an error, so typos are not silently
+// ignored.
+struct CommandSpec {
+  std::vector<std::string> options;  // --name VALUE
+  std::vector<std::string> flags;    // --name
+  bool local = false;                // has a --local mode
+};
+const std::map<std::string, CommandSpec> kCommands = {
     {"generate",
-     {"prompt", "prompt-file", "max-tokens", "temperature", "top-k", "top-p", "seed",
-      "attention", "budget"}},
-    {"tokenize", {}},
+     {{"prompt", "prompt-file", "max-tokens", "temperature", "top-k", "top-p", "seed", "attention",
+       "budget"},
+      {"raw", "json"},
+      true}},
+    {"prefill", {{"pin"}, {"raw", "json"}, true}},
+    {"tokenize", {{}, {"json", "no-special"}, true}},
+    {"stats", {{}, {"json"}, false}},
+    {"health", {{}, {"json"}, false}},
+    {"pins", {{}, {"json"}, false}},
+    {"unpin", {{}, {"json"}, false}},
+    {"evict", {{"tier"}, {"json"}, false}},
 };
 const std::vector<std::string> kLocalOptions = {
-    "model",  "threads", "context",  "state-dir",        "cache-dir",
-    "device", "socket",  "kv-bytes", "host-cache-bytes", "disk-cache-bytes"};
+    "model",  "threads",  "context",          "state-dir",       "cache-dir",
+    "device", "kv-bytes", "host-cache-bytes", "disk-cache-bytes"};
+
+bool Contains(const std::vector<std::string>& v, const std::string& s) {
+  return std::find(v.begin(), v.end(), s) != v.end();
+}
 
 Status CheckOptions(const Args& a) {
-  const auto& allowed = kCommandOptions.at(a.command);
+  const CommandSpec& spec = kCommands.at(a.command);
+  const bool local = a.flags.count("local") > 0;
+  if (local && !spec.local) {
+    return kvtier::InvalidArgumentError("'" + a.command +
+                                        "' has no --local mode: it asks kvtierd (--socket PATH)");
+  }
   for (const auto& [name, value] : a.values) {
-    if (std::find(allowed.begin(), allowed.end(), name) == allowed.end() &&
-        std::find(kLocalOptions.begin(), kLocalOptions.end(), name) == kLocalOptions.end()) {
-      return kvtier::InvalidArgumentError("unknown option --" + name + " for '" + a.command + "'");
+    if (Contains(spec.options, name)) continue;
+    if (Contains(kLocalOptions, name)) {
+      if (local) continue;
+      return kvtier::InvalidArgumentError("--" + name + " is an option of --local mode (kvtierd " +
+                                          "has its own: kvtierd --" + name + ")");
     }
+    if (name == "socket") {
+      if (!local) continue;
+      return kvtier::InvalidArgumentError("--socket and --local exclude each other");
+    }
+    return kvtier::InvalidArgumentError("unknown option --" + name + " for '" + a.command + "'");
+  }
+  for (const auto& [name, value] : a.flags) {
+    if (name == "local" || Contains(spec.flags, name)) continue;
+    return kvtier::InvalidArgumentError("unknown flag --" + name + " for '" + a.command + "'");
   }
   if (!a.stops.empty() && a.command != "generate") {
     return kvtier::InvalidArgumentError("--stop is only for generate");
@@ -167,8 +223,8 @@ Status CheckOptions(const Args& a) {
 
 kvtier::Result<std::unique_ptr<kvtier::engine::Engine>> OpenLocalEngine(const Args& a) {
   kvtier::engine::EngineOptions opt;
-  const std::string cache_dir = a.values.count("cache-dir") ? a.values.at("cache-dir")
-                                                            : DefaultCacheDir();
+  const std::string cache_dir =
+      a.values.count("cache-dir") ? a.values.at("cache-dir") : DefaultCacheDir();
   if (a.values.count("model")) {
     opt.model_path = a.values.at("model");
   } else if (const char* m = std::getenv("KVTIER_MODEL"); m && *m) {
@@ -226,18 +282,318 @@ kvtier::Result<std::unique_ptr<kvtier::engine::Engine>> OpenLocalEngine(const Ar
   return kvtier::engine::Engine::Create(opt);
 }
 
-int RunTokenize(const Args& a) {
-  auto engine = OpenLocalEngine(a);
-  if (!engine.ok()) return Fail(engine.status().message());
-  const std::string text = ReadAll(std::cin);
-  const bool special = !a.flags.count("no-special");
-  const std::vector<int32_t> ids = (*engine)->model().tokenizer().Encode(text, special, false);
-  if (a.flags.count("json")) {
+// ---------------------------------------------------------------------------------------------
+// The daemon side.
+
+kvtier::Result<std::unique_ptr<kvtier::client::Client>> ConnectDaemon(const Args& a) {
+  kvtier::client::ConnectOptions o;
+  if (a.values.count("socket")) o.socket_path = a.values.at("socket");
+  return kvtier::client::Client::Connect(o);
+}
+
+// While a long request runs, SIGINT/SIGTERM cancel it (the daemon then stops its work); a second
+// signal exits at once. The signals are blocked in every thread (call Block() before any thread
+// starts) and taken by a watcher thread with sigwait.
+class InterruptCanceller {
+ public:
+  static void Block() {
+    sigset_t set = Signals();
+    pthread_sigmask(SIG_BLOCK, &set, nullptr);
+  }
+
+  InterruptCanceller(kvtier::client::Client* client, protocol::RequestId id)
+      : watcher_([this, client, id = std::move(id)] { Watch(client, id); }) {}
+  ~InterruptCanceller() {
+    done_.store(true);
+    pthread_kill(watcher_.native_handle(), SIGUSR1);
+    watcher_.join();
+  }
+  bool interrupted() const { return interrupted_.load(); }
+
+ private:
+  static sigset_t Signals() {
+    sigset_t set;
+    sigemptyset(&set);
+    sigaddset(&set, SIGINT);
+    sigaddset(&set, SIGTERM);
+    sigaddset(&set, SIGUSR1);  // "done": wakes the watcher
+    return set;
+  }
+
+  void Watch(kvtier::client::Client* client, const protocol::RequestId& id) {
+    const sigset_t set = Signals();
+    for (;;) {
+      int sig = 0;
+      if (sigwait(&set, &sig) != 0 || done_.load()) return;
+      if (sig == SIGUSR1) continue;
+      if (interrupted_.exchange(true)) _exit(kExitInterrupted);
+      std::fputs("\nkvtier: cancelling (again to quit now)\n", stderr);
+      (void)client->Cancel(id);
+    }
+  }
+
+  std::atomic<bool> done_{false};
+  std::atomic<bool> interrupted_{false};
+  std::thread watcher_;
+};
+
+void PrintLine(const std::string& s) {
+  std::fwrite(s.data(), 1, s.size(), stdout);
+  std::fputc('\n', stdout);
+}
+
+int RunGenerateRemote(const Args& a, const kvtier::engine::GenerateRequest& local_form) {
+  protocol::GenerateRequest g;
+  if (local_form.raw) {
+    g.input.prompt = local_form.prompt;
+  } else {
+    g.input.messages.push_back({protocol::Role::kUser, local_form.prompt});
+  }
+  if (a.values.count("max-tokens")) g.max_tokens = local_form.max_tokens;
+  if (a.values.count("temperature")) g.temperature = std::stod(a.values.at("temperature"));
+  if (a.values.count("top-k")) g.top_k = local_form.sampling.top_k;
+  if (a.values.count("top-p")) g.top_p = std::stod(a.values.at("top-p"));
+  if (local_form.seed_given) g.seed = static_cast<int64_t>(local_form.sampling.seed);
+  g.stop = local_form.stop;
+  if (a.values.count("attention")) {
+    const std::string& m = a.values.at("attention");
+    g.attention = m == "dense"    ? protocol::Attention::kDense
+                  : m == "sparse" ? protocol::Attention::kSparse
+                                  : protocol::Attention::kAuto;
+  }
+  if (a.values.count("budget")) g.budget_tokens = std::stoi(a.values.at("budget"));
+  const bool as_json = a.flags.count("json") > 0;
+  g.stream = !as_json;
+
+  InterruptCanceller::Block();
+  auto client = ConnectDaemon(a);
+  if (!client.ok()) return Fail(client.status().message());
+  protocol::Request request;
+  request.id = (*client)->NewId();
+  request.body = g;
+  InterruptCanceller canceller(client->get(), request.id);
+  auto on_event = [&](const protocol::Event& e) {
+    if (const auto* t = std::get_if<protocol::TokenEvent>(&e.body); t && !t->text.empty()) {
+      std::fwrite(t->text.data(), 1, t->text.size(), stdout);
+      std::fflush(stdout);
+    }
+    return true;
+  };
+  kvtier::Result<kvtier::client::Reply> reply = (*client)->Send(request, on_event);
+  if (!as_json) std::fputc('\n', stdout);
+  if (!reply.ok()) {
+    if (canceller.interrupted()) return kExitInterrupted;
+    return Fail(reply.status().message());
+  }
+  if (as_json) PrintLine(reply->json);
+  return canceller.interrupted() ? kExitInterrupted : 0;
+}
+
+// The text of the prefill's FILE arguments, concatenated in order ("-" is stdin).
+kvtier::Result<std::string> ReadPrefillFiles(const Args& a) {
+  if (a.positional.empty()) {
+    return kvtier::InvalidArgumentError("prefill needs at least one FILE ('-' for stdin)");
+  }
+  std::string text;
+  for (const std::string& path : a.positional) {
+    if (path == "-") {
+      text += ReadAll(std::cin);
+      continue;
+    }
+    std::ifstream f(path, std::ios::binary);
+    if (!f) return kvtier::NotFoundError("cannot read " + path);
+    text += ReadAll(f);
+  }
+  if (text.empty()) return kvtier::InvalidArgumentError("prefill: the input is empty");
+  return text;
+}
+
+std::string PrefillSummary(int64_t tokens, int64_t cached, double seconds, const std::string& pin) {
+  std::string s = "prefilled " + std::to_string(tokens) + " tokens (" + std::to_string(cached) +
+                  " were cached) in " + cli::HumanDuration(seconds);
+  if (!pin.empty()) s += "; pinned as '" + pin + "'";
+  return s;
+}
+
+int RunPrefill(const Args& a) {
+  kvtier::Result<std::string> text = ReadPrefillFiles(a);
+  if (!text.ok()) return Fail(text.status().message());
+  const bool raw = a.flags.count("raw") > 0;
+  const bool as_json = a.flags.count("json") > 0;
+  const std::string pin = a.values.count("pin") ? a.values.at("pin") : "";
+  cli::ProgressReporter progress(isatty(STDERR_FILENO) != 0, "prefill");
+  const auto start = std::chrono::steady_clock::now();
+  auto elapsed = [&] {
+    return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  };
+  auto on_progress = [&](int64_t done, int64_t total) {
+    const std::string out = progress.Update(done, total, elapsed());
+    std::fputs(out.c_str(), stderr);
+    std::fflush(stderr);
+    return true;
+  };
+
+  if (a.flags.count("local")) {
+    auto engine = OpenLocalEngine(a);
+    if (!engine.ok()) return Fail(engine.status().message());
+    kvtier::engine::GenerateRequest req;
+    req.prompt = *text;
+    req.raw = raw;  // else the chat template, as `generate` applies it
+    req.max_tokens = 0;
+    req.seed_given = true;
+    auto result = (*engine)->Generate(req, nullptr, on_progress);
+    std::fputs(progress.Finish().c_str(), stderr);
+    if (!result.ok()) return Fail(result.status().message());
+    if (!pin.empty()) {
+      if (Status s = (*engine)->Pin(req.cache_namespace, pin, req); !s.ok()) {
+        return Fail(s.message());
+      }
+    }
+    if (as_json) {
+      PrintLine(json{{"event", "result"},
+                     {"op", "prefill"},
+                     {"tokens", result->usage.prompt_tokens},
+                     {"cached_tokens", result->usage.cached_tokens}}
+                    .dump());
+    } else {
+      PrintLine(
+          PrefillSummary(result->usage.prompt_tokens, result->usage.cached_tokens, elapsed(), pin));
+    }
+    return 0;
+  }
+
+  protocol::PrefillRequest p;
+  if (raw) {
+    p.input.prompt = *text;
+  } else {
+    p.input.messages.push_back({protocol::Role::kUser, *text});
+  }
+  p.pin = pin;
+  InterruptCanceller::Block();
+  auto client = ConnectDaemon(a);
+  if (!client.ok()) return Fail(client.status().message());
+  protocol::Request request;
+  request.id = (*client)->NewId();
+  request.body = p;
+  InterruptCanceller canceller(client->get(), request.id);
+  auto on_event = [&](const protocol::Event& e) {
+    if (const auto* pr = std::get_if<protocol::ProgressEvent>(&e.body)) {
+      return on_progress(pr->done, pr->total);
+    }
+    return true;
+  };
+  kvtier::Result<kvtier::client::Reply> reply = (*client)->Send(request, on_event);
+  std::fputs(progress.Finish().c_str(), stderr);
+  if (!reply.ok()) {
+    if (canceller.interrupted()) return kExitInterrupted;
+    return Fail(reply.status().message());
+  }
+  if (as_json) {
+    PrintLine(reply->json);
+  } else {
+    const auto& r = std::get<protocol::PrefillResult>(reply->result);
+    PrintLine(PrefillSummary(r.tokens, r.cached_tokens, elapsed(), pin));
+  }
+  return 0;
+}
+
+void PrintTokens(const std::vector<int32_t>& ids, bool as_json) {
+  if (as_json) {
     std::cout << json(ids).dump() << "\n";
   } else {
     for (size_t i = 0; i < ids.size(); ++i) std::cout << (i ? " " : "") << ids[i];
     std::cout << "\n";
   }
+}
+
+// stats, health, pins, unpin, evict: one request, a readable answer (or the raw line with --json).
+int RunSimple(const Args& a) {
+  const std::string& cmd = a.command;
+  protocol::Request request;
+  if (cmd == "stats") {
+    request.body = protocol::StatsRequest{};
+  } else if (cmd == "health") {
+    request.body = protocol::HealthRequest{};
+  } else if (cmd == "pins") {
+    request.body = protocol::PinsRequest{};
+  } else if (cmd == "unpin") {
+    if (a.positional.size() != 1) return Fail("usage: kvtier unpin NAME");
+    request.body = protocol::UnpinRequest{a.positional[0]};
+  } else {  // evict
+    protocol::EvictRequest e;
+    const std::string tier = a.values.count("tier") ? a.values.at("tier") : "all";
+    if (tier == "device") {
+      e.tier = protocol::EvictTier::kDevice;
+    } else if (tier == "host") {
+      e.tier = protocol::EvictTier::kHost;
+    } else if (tier == "disk") {
+      e.tier = protocol::EvictTier::kDisk;
+    } else if (tier != "all") {
+      return Fail("--tier must be device, host, disk or all");
+    }
+    request.body = e;
+  }
+  if (cmd != "unpin" && !a.positional.empty()) {
+    return Fail("unexpected argument '" + a.positional[0] + "'");
+  }
+  auto client = ConnectDaemon(a);
+  if (!client.ok()) return Fail(client.status().message());
+  kvtier::Result<kvtier::client::Reply> reply = (*client)->Send(request);
+  if (!reply.ok()) return Fail(reply.status().message());
+  if (a.flags.count("json")) {
+    PrintLine(reply->json);
+    return cmd == "unpin" && !std::get<protocol::UnpinResult>(reply->result).unpinned ? 1 : 0;
+  }
+  const protocol::OpResult& r = reply->result;
+  if (cmd == "stats") {
+    std::fputs(cli::FormatStats(std::get<protocol::StatsResult>(r)).c_str(), stdout);
+  } else if (cmd == "health") {
+    std::fputs(
+        cli::FormatHealth(std::get<protocol::HealthResult>(r), (*client)->socket_path()).c_str(),
+        stdout);
+  } else if (cmd == "pins") {
+    const auto& pins = std::get<protocol::PinsResult>(r).pins;
+    if (pins.empty()) {
+      PrintLine("no pinned prefixes");
+    } else {
+      size_t w = 4;
+      for (const auto& p : pins) w = std::max(w, p.name.size());
+      std::printf("%-*s  %10s\n", static_cast<int>(w), "name", "tokens");
+      for (const auto& p : pins) {
+        std::printf("%-*s  %10" PRId64 "\n", static_cast<int>(w), p.name.c_str(), p.tokens);
+      }
+    }
+  } else if (cmd == "unpin") {
+    if (!std::get<protocol::UnpinResult>(r).unpinned) {
+      return Fail("no pin named '" + a.positional[0] + "'");
+    }
+    PrintLine("unpinned '" + a.positional[0] + "'");
+  } else {
+    const int64_t freed = std::get<protocol::EvictResult>(r).freed_bytes;
+    PrintLine("freed " + cli::HumanBytes(freed) + " (" + std::to_string(freed) + " bytes)");
+  }
+  return 0;
+}
+
+// ---------------------------------------------------------------------------------------------
+// generate and tokenize (both modes).
+
+int RunTokenize(const Args& a) {
+  const bool special = !a.flags.count("no-special");
+  if (!a.positional.empty()) return Fail("unexpected argument '" + a.positional[0] + "'");
+  if (!a.flags.count("local")) {
+    auto client = ConnectDaemon(a);
+    if (!client.ok()) return Fail(client.status().message());
+    auto ids = (*client)->Tokenize(ReadAll(std::cin), special);
+    if (!ids.ok()) return Fail(ids.status().message());
+    PrintTokens(*ids, a.flags.count("json") > 0);
+    return 0;
+  }
+  auto engine = OpenLocalEngine(a);
+  if (!engine.ok()) return Fail(engine.status().message());
+  const std::string text = ReadAll(std::cin);
+  const std::vector<int32_t> ids = (*engine)->model().tokenizer().Encode(text, special, false);
+  PrintTokens(ids, a.flags.count("json") > 0);
   return 0;
 }
 
@@ -245,6 +601,7 @@ int RunGenerate(const Args& a) {
   kvtier::engine::GenerateRequest req;
   long long iv = 0;
   double fv = 0;
+  const bool local = a.flags.count("local") > 0;
   if (a.values.count("prompt")) {
     req.prompt = a.values.at("prompt");
   } else if (a.values.count("prompt-file")) {
@@ -290,12 +647,15 @@ int RunGenerate(const Args& a) {
     if (m != "auto" && m != "dense" && m != "sparse") {
       return Fail("--attention must be auto, dense or sparse");
     }
-    if (m == "sparse") return Fail("--attention sparse: retrieval attention is not in this build");
+    if (local && m == "sparse") {
+      return Fail("--attention sparse: retrieval attention is not in this build");
+    }
   }
   if (a.values.count("budget") && !ParseInt(a.values.at("budget"), 16, 1 << 24, &iv)) {
     return Fail("--budget must be an integer >= 16");
   }
   req.stop = a.stops;
+  if (!local) return RunGenerateRemote(a, req);
 
   auto engine = OpenLocalEngine(a);
   if (!engine.ok()) return Fail(engine.status().message());
@@ -354,11 +714,7 @@ int main(int argc, char** argv) {
     return args->command.empty() && !args->flags.count("help") ? 2 : 0;
   }
   const std::string& cmd = args->command;
-  if (cmd != "generate" && cmd != "tokenize") {
-    if (cmd == "prefill" || cmd == "stats" || cmd == "health" || cmd == "pins" ||
-        cmd == "unpin" || cmd == "evict") {
-      return Fail("'" + cmd + "' talks to kvtierd, which this build does not include yet");
-    }
+  if (!kCommands.count(cmd)) {
     std::fprintf(stderr, "kvtier: unknown command '%s'\n", cmd.c_str());
     PrintUsage(stderr);
     return 2;
@@ -367,9 +723,8 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "kvtier: %s\n", s.message().c_str());
     return 2;
   }
-  if (!args->flags.count("local")) {
-    return Fail("'" + cmd + "' without --local needs kvtierd, which this build does not "
-                "include yet; run with --local");
-  }
-  return cmd == "generate" ? RunGenerate(*args) : RunTokenize(*args);
+  if (cmd == "generate") return RunGenerate(*args);
+  if (cmd == "tokenize") return RunTokenize(*args);
+  if (cmd == "prefill") return RunPrefill(*args);
+  return RunSimple(*args);
 }
