@@ -1,0 +1,405 @@
+// retrieval_quality_tool — quality and speed of retrieval (sparse) attention, DESIGN §5.
+//
+//   retrieval_quality_tool cases [--kind passkey|needle|both] [--contexts 4096,8192]
+//                                [--cases 50] [--budgets 1024,2048] [--seed S]
+//   retrieval_quality_tool agree [--text F,F,...] [--prefix 4096] [--eval 4000]
+//                                [--budgets 1024,2048]
+//   retrieval_quality_tool speed [--contexts 8192,16384] [--steps 8] [--rounds 3]
+//                                [--budget 2048]
+//   common: [--model M] [--threads T]
+//
+// cases: seeded passkey / needle-in-a-haystack cases (bench/retrieval_cases.h), needle depths
+//   spread evenly over 0..100%. Per case the haystack is prefilled densely and cached, then the
+//   question is asked (the new part of the prompt) densely and sparsely at each budget, greedy;
+//   exact match of the first number of the answer.
+// agree: natural text (default: license texts under /usr/share/common-licenses). Prefills
+//   `prefix` tokens, then feeds the next `eval` tokens teacher-forced: dense in batches (logits
+//   of every position), dense one token at a time (the floating-point noise floor of the
+//   comparison: only the summation order differs), and sparse one token at a time per budget.
+//   Reports top-1 agreement with the dense batch, agreement where its top-1 margin is >= 1
+//   logit, and the mean and 99th percentile of KL(dense || other) per position.
+// speed: prefills `context` tokens of the text, then decodes from the same position in
+//   interleaved rounds (dense `steps` tokens, then sparse `steps` tokens, rewriting the same
+//   positions), and reports tokens/s and where the time goes.
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <cstdlib>
+#include <fstream>
+#include <map>
+#include <memory>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include "bench/retrieval_cases.h"
+#include "cache/page_pool.h"
+#include "engine/engine.h"
+#include "kernels/cpu/ops.h"
+#include "kernels/cpu/thread_pool.h"
+#include "model/model.h"
+
+namespace {
+
+namespace bench = kvtier::bench;
+namespace cache = kvtier::cache;
+namespace engine = kvtier::engine;
+namespace kernels = kvtier::kernels;
+namespace model = kvtier::model;
+using Clock = std::chrono::steady_clock;
+
+int Fail(const std::string& m) {
+  std::fprintf(stderr, "retrieval_quality_tool: %s\n", m.c_str());
+  return 1;
+}
+
+double MsSince(Clock::time_point t0) {
+  return std::chrono::duration<double, std::milli>(Clock::now() - t0).count();
+}
+
+std::vector<int> IntList(const std::string& s) {
+  std::vector<int> out;
+  std::stringstream ss(s);
+  std::string item;
+  while (std::getline(ss, item, ',')) {
+    if (!item.empty()) out.push_back(std::atoi(item.c_str()));
+  }
+  return out;
+}
+
+struct Args {
+  std::map<std::string, std::string> v;
+  std::string Get(const std::string& k, const std::string& def) const {
+    auto it = v.find(k);
+    return it == v.end() ? def : it->second;
+  }
+};
+
+// ---- cases ------------------------------------------------------------------------------------
+
+int RunCases(const Args& a) {
+  const std::vector<int> contexts = IntList(a.Get("contexts", "4096,8192"));
+  const std::vector<int> budgets = IntList(a.Get("budgets", "1024,2048"));
+  const int n_cases = std::atoi(a.Get("cases", "50").c_str());
+  const uint64_t seed = std::strtoull(a.Get("seed", "1").c_str(), nullptr, 10);
+  const std::string kinds = a.Get("kind", "both");
+  int max_ctx = 0;
+  for (int c : contexts) max_ctx = std::max(max_ctx, c);
+  engine::EngineOptions o;
+  o.model_path = a.Get("model", "");
+  o.threads = std::atoi(a.Get("threads", "2").c_str());
+  o.context_tokens = max_ctx + 256;
+  o.host_cache_bytes = 0;  // device tier only: no write-through encoding in the loop
+  // Room for two sequences and the cached haystacks of the previous case.
+  o.kv_capacity_bytes = 4ull * (max_ctx + 256) / 16 * 30 * 12288;
+  auto e = engine::Engine::Create(o);
+  if (!e.ok()) return Fail(e.status().ToString());
+  engine::Engine& eng = **e;
+
+  std::printf("| task | context | cases | dense | ");
+  for (int b : budgets) std::printf("sparse %d | ratio | pages/step |", b);
+  std::printf(" s/case |\n|---|---|---|---|");
+  for (size_t i = 0; i < budgets.size(); ++i) std::printf("---|---|---|");
+  std::printf("---|\n");
+  for (int kind_i = 0; kind_i < 2; ++kind_i) {
+    const bench::CaseKind kind = kind_i == 0 ? bench::CaseKind::kPasskey : bench::CaseKind::kNeedle;
+    const char* name = kind_i == 0 ? "passkey" : "needle";
+    if (kinds != "both" && kinds != name) continue;
+    for (int ctx : contexts) {
+      int dense_ok = 0;
+      std::vector<int> sparse_ok(budgets.size(), 0);
+      std::vector<double> pages(budgets.size(), 0.0);
+      const Clock::time_point t0 = Clock::now();
+      for (int i = 0; i < n_cases; ++i) {
+        const double depth = n_cases > 1 ? static_cast<double>(i) / (n_cases - 1) : 0.5;
+        // Deepest needle first: later cases reuse the longest shared prefix.
+        const double d = 1.0 - depth;
+        const bench::RetrievalCase c =
+            bench::MakeCase(eng, kind, ctx, d, seed * 1000 + ctx, seed * 1000003 + i * 7919 + ctx);
+        if (auto s = bench::PrefillHaystack(eng, c); !s.ok()) return Fail(s.ToString());
+        auto dense = bench::AskQuestion(eng, c, "dense", 0);
+        if (!dense.ok()) return Fail(dense.status().ToString());
+        dense_ok += dense->correct;
+        std::string line = std::string(name) + " ctx " + std::to_string(ctx) + " depth " +
+                           std::to_string(d).substr(0, 4) + " answer " + c.answer + " dense '" +
+                           dense->output + "'";
+        for (size_t b = 0; b < budgets.size(); ++b) {
+          auto sp = bench::AskQuestion(eng, c, "sparse", budgets[b]);
+          if (!sp.ok()) return Fail(sp.status().ToString());
+          sparse_ok[b] += sp->correct;
+          pages[b] += sp->result.retrieval.pages_attended_avg;
+          line += " sparse" + std::to_string(budgets[b]) + " '" + sp->output + "'";
+        }
+        std::fprintf(stderr, "%s\n", line.c_str());
+      }
+      const double secs = MsSince(t0) / 1000.0;
+      std::printf("| %s | %d | %d | %d/%d = %.2f |", name, ctx, n_cases, dense_ok, n_cases,
+                  static_cast<double>(dense_ok) / n_cases);
+      for (size_t b = 0; b < budgets.size(); ++b) {
+        std::printf(" %d/%d = %.2f | %.3f | %.1f |", sparse_ok[b], n_cases,
+                    static_cast<double>(sparse_ok[b]) / n_cases,
+                    dense_ok > 0 ? static_cast<double>(sparse_ok[b]) / dense_ok : 0.0,
+                    pages[b] / n_cases);
+      }
+      std::printf(" %.1f |\n", secs / n_cases);
+      std::fflush(stdout);
+    }
+  }
+  return 0;
+}
+
+// ---- shared by agree and speed: a forward pass over a page pool ------------------------------
+
+struct Rig {
+  std::unique_ptr<model::Model> m;
+  std::unique_ptr<kernels::ThreadPool> threads;
+  std::unique_ptr<cache::PagePool> pool;
+  std::unique_ptr<cache::SequenceKv> seq;
+  std::unique_ptr<model::ForwardPass> fwd;
+  model::KvView kv;
+};
+
+kvtier::Status MakeRig(const Args& a, int64_t tokens, Rig* r) {
+  ASSIGN_OR_RETURN(r->m, model::Model::Load(a.Get("model", "")));
+  const model::ModelConfig& c = r->m->config();
+  r->threads = std::make_unique<kernels::ThreadPool>(std::atoi(a.Get("threads", "2").c_str()));
+  cache::PageShape shape{16, c.n_kv_heads, c.head_dim};
+  const uint64_t pages = static_cast<uint64_t>((tokens + 15) / 16 + 1) * c.n_layers;
+  ASSIGN_OR_RETURN(
+      r->pool, cache::PagePool::Create(shape, pages * 2ull * 16 * c.n_kv_heads * c.head_dim * 2));
+  r->seq = std::make_unique<cache::SequenceKv>(*r->pool, c.n_layers);
+  RETURN_IF_ERROR(r->seq->Reserve(tokens));
+  r->fwd = std::make_unique<model::ForwardPass>(*r->m, *r->threads, 512);
+  r->kv = model::KvView{r->pool->view(), r->seq->page_tables()};
+  return kvtier::Status::Ok();
+}
+
+kvtier::Result<std::vector<int32_t>> TextTokens(const Args& a, const model::Model& m,
+                                                int64_t need) {
+  const std::string files =
+      a.Get("text",
+            "/usr/share/common-licenses/GPL-3,/usr/share/common-licenses/GPL-2,"
+            "/usr/share/common-licenses/MPL-2.0,/usr/share/common-licenses/Apache-2.0,"
+            "/usr/share/common-licenses/LGPL-2.1,/usr/share/common-licenses/GFDL-1.3");
+  std::string text;
+  std::stringstream ss(files);
+  std::string f;
+  while (std::getline(ss, f, ',')) {
+    std::ifstream in(f);
+    if (!in) return kvtier::InvalidArgumentError("cannot read " + f);
+    std::stringstream buf;
+    buf << in.rdbuf();
+    text += buf.str() + "\n\n";
+  }
+  std::vector<int32_t> t = m.tokenizer().Encode(text, false, false);
+  if (t.empty()) return kvtier::InvalidArgumentError("empty text");
+  while (static_cast<int64_t>(t.size()) < need) {  // repeat (speed runs past the text)
+    const size_t n = t.size();
+    for (size_t i = 0; i < n && static_cast<int64_t>(t.size()) < need; ++i) t.push_back(t[i]);
+  }
+  t.resize(need);
+  return t;
+}
+
+kvtier::Status Prefill(Rig& r, const std::vector<int32_t>& tokens, int64_t n) {
+  r.fwd->set_sparse({});
+  return r.fwd->Run(std::span<const int32_t>(tokens).first(n), 0, r.kv, model::LogitsMode::kNone,
+                    nullptr);
+}
+
+model::SparseAttention SparseOf(int budget) {
+  model::SparseAttention s;
+  s.enabled = true;
+  s.budget_tokens = budget;
+  return s;
+}
+
+// ---- agree ------------------------------------------------------------------------------------
+
+struct Agreement {
+  int64_t n = 0, same = 0, margin_n = 0, margin_same = 0;
+  std::vector<double> kl;
+};
+
+void Compare(const float* ref, const float* got, int vocab, Agreement* a) {
+  const int r1 = static_cast<int>(std::max_element(ref, ref + vocab) - ref);
+  const int g1 = static_cast<int>(std::max_element(got, got + vocab) - got);
+  float second = -INFINITY;
+  for (int i = 0; i < vocab; ++i) {
+    if (i != r1) second = std::max(second, ref[i]);
+  }
+  ++a->n;
+  a->same += r1 == g1;
+  if (ref[r1] - second >= 1.0f) {
+    ++a->margin_n;
+    a->margin_same += r1 == g1;
+  }
+  // KL(p_ref || p_got) from log-softmax in double.
+  double mr = ref[r1], mg = got[g1], zr = 0, zg = 0;
+  for (int i = 0; i < vocab; ++i) {
+    zr += std::exp(ref[i] - mr);
+    zg += std::exp(got[i] - mg);
+  }
+  const double lzr = mr + std::log(zr), lzg = mg + std::log(zg);
+  double kl = 0;
+  for (int i = 0; i < vocab; ++i) {
+    const double lp = ref[i] - lzr, lq = got[i] - lzg;
+    kl += std::exp(lp) * (lp - lq);
+  }
+  a->kl.push_back(std::max(0.0, kl));
+}
+
+int RunAgree(const Args& a) {
+  const int64_t prefix = std::atoll(a.Get("prefix", "4096").c_str());
+  const int64_t eval = std::atoll(a.Get("eval", "4000").c_str());
+  const std::vector<int> budgets = IntList(a.Get("budgets", "1024,2048"));
+  Rig r;
+  if (auto s = MakeRig(a, prefix + eval, &r); !s.ok()) return Fail(s.ToString());
+  auto tokens = TextTokens(a, *r.m, prefix + eval);
+  if (!tokens.ok()) return Fail(tokens.status().ToString());
+  const int vocab = r.m->config().vocab_size;
+  Clock::time_point t0 = Clock::now();
+  if (auto s = Prefill(r, *tokens, prefix); !s.ok()) return Fail(s.ToString());
+  std::fprintf(stderr, "prefill %lld tokens: %.1f s\n", static_cast<long long>(prefix),
+               MsSince(t0) / 1000);
+  // Dense, in batches: the reference.
+  std::vector<float> ref;
+  t0 = Clock::now();
+  if (auto s = r.fwd->Run(std::span<const int32_t>(*tokens).subspan(prefix, eval),
+                          static_cast<int32_t>(prefix), r.kv, model::LogitsMode::kAll, &ref);
+      !s.ok()) {
+    return Fail(s.ToString());
+  }
+  std::fprintf(stderr, "dense batch over %lld positions: %.1f s\n", static_cast<long long>(eval),
+               MsSince(t0) / 1000);
+  std::vector<std::pair<std::string, model::SparseAttention>> runs;
+  runs.push_back({"dense, one token at a time (noise floor)", model::SparseAttention{}});
+  for (int b : budgets) runs.push_back({"sparse " + std::to_string(b), SparseOf(b)});
+  std::printf("prefix %lld tokens, %lld positions (context %lld..%lld)\n\n",
+              static_cast<long long>(prefix), static_cast<long long>(eval),
+              static_cast<long long>(prefix + 1), static_cast<long long>(prefix + eval));
+  std::printf(
+      "| run | top-1 agreement | where margin >= 1 | mean KL | p99 KL | pages/step | s |\n");
+  std::printf("|---|---|---|---|---|---|---|\n");
+  for (const auto& [name, sparse] : runs) {
+    Agreement ag;
+    std::vector<float> logits;
+    r.fwd->set_sparse(sparse);
+    const model::RetrievalCounters before = r.fwd->retrieval_counters();
+    t0 = Clock::now();
+    for (int64_t i = 0; i < eval; ++i) {
+      const int32_t one[1] = {(*tokens)[prefix + i]};
+      if (auto s = r.fwd->Run(one, static_cast<int32_t>(prefix + i), r.kv, model::LogitsMode::kLast,
+                              &logits);
+          !s.ok()) {
+        return Fail(s.ToString());
+      }
+      Compare(ref.data() + i * vocab, logits.data(), vocab, &ag);
+    }
+    const double secs = MsSince(t0) / 1000;
+    const model::RetrievalCounters& after = r.fwd->retrieval_counters();
+    std::vector<double> kl = ag.kl;
+    std::sort(kl.begin(), kl.end());
+    double mean = 0;
+    for (double x : kl) mean += x;
+    mean /= std::max<size_t>(1, kl.size());
+    std::printf("| %s | %lld/%lld = %.2f%% | %lld/%lld = %.2f%% | %.5f | %.4f | %.1f | %.0f |\n",
+                name.c_str(), static_cast<long long>(ag.same), static_cast<long long>(ag.n),
+                100.0 * ag.same / ag.n, static_cast<long long>(ag.margin_same),
+                static_cast<long long>(ag.margin_n), 100.0 * ag.margin_same / ag.margin_n, mean,
+                kl[kl.size() * 99 / 100],
+                static_cast<double>(after.pages_attended - before.pages_attended) /
+                    std::max<int64_t>(1, after.lists - before.lists),
+                secs);
+    std::fflush(stdout);
+  }
+  return 0;
+}
+
+// ---- speed ------------------------------------------------------------------------------------
+
+int RunSpeed(const Args& a) {
+  const std::vector<int> contexts = IntList(a.Get("contexts", "8192,16384"));
+  const int steps = std::atoi(a.Get("steps", "8").c_str());
+  const int rounds = std::atoi(a.Get("rounds", "3").c_str());
+  const int budget = std::atoi(a.Get("budget", "2048").c_str());
+  std::printf(
+      "| context | mode | tok/s | ms/token | matmul | attention | scoring | selection | "
+      "other | pages/step |\n|---|---|---|---|---|---|---|---|---|---|\n");
+  for (int ctx : contexts) {
+    Rig r;
+    if (auto s = MakeRig(a, ctx + steps, &r); !s.ok()) return Fail(s.ToString());
+    auto tokens = TextTokens(a, *r.m, ctx + steps);
+    if (!tokens.ok()) return Fail(tokens.status().ToString());
+    const Clock::time_point t0 = Clock::now();
+    if (auto s = Prefill(r, *tokens, ctx); !s.ok()) return Fail(s.ToString());
+    std::fprintf(stderr, "prefill %d: %.1f s\n", ctx, MsSince(t0) / 1000);
+    struct Acc {
+      double ms = 0;
+      model::ForwardPass::Profile p;
+      int64_t pages = 0, lists = 0, tokens = 0;
+    } acc[2];
+    std::vector<float> logits;
+    for (int round = 0; round < rounds; ++round) {
+      for (int mode = 0; mode < 2; ++mode) {
+        r.fwd->set_sparse(mode == 0 ? model::SparseAttention{} : SparseOf(budget));
+        const model::ForwardPass::Profile p0 = r.fwd->profile();
+        const model::RetrievalCounters c0 = r.fwd->retrieval_counters();
+        const Clock::time_point s0 = Clock::now();
+        for (int i = 0; i < steps; ++i) {
+          const int32_t one[1] = {(*tokens)[ctx + i]};
+          if (auto s = r.fwd->Run(one, ctx + i, r.kv, model::LogitsMode::kLast, &logits); !s.ok()) {
+            return Fail(s.ToString());
+          }
+        }
+        Acc& x = acc[mode];
+        x.ms += MsSince(s0);
+        const model::ForwardPass::Profile& p1 = r.fwd->profile();
+        x.p.matmul_ms += p1.matmul_ms - p0.matmul_ms;
+        x.p.attention_ms += p1.attention_ms - p0.attention_ms;
+        x.p.score_ms += p1.score_ms - p0.score_ms;
+        x.p.select_ms += p1.select_ms - p0.select_ms;
+        x.p.other_ms += p1.other_ms - p0.other_ms;
+        x.pages += r.fwd->retrieval_counters().pages_attended - c0.pages_attended;
+        x.lists += r.fwd->retrieval_counters().lists - c0.lists;
+        x.tokens += steps;
+      }
+    }
+    for (int mode = 0; mode < 2; ++mode) {
+      const Acc& x = acc[mode];
+      const double per = x.ms / x.tokens;
+      std::printf("| %d | %s | %.1f | %.1f | %.1f | %.1f | %.2f | %.2f | %.1f | %.0f |\n", ctx,
+                  mode == 0 ? "dense" : ("sparse " + std::to_string(budget)).c_str(), 1000.0 / per,
+                  per, x.p.matmul_ms / x.tokens, x.p.attention_ms / x.tokens,
+                  x.p.score_ms / x.tokens, x.p.select_ms / x.tokens, x.p.other_ms / x.tokens,
+                  static_cast<double>(x.pages) / std::max<int64_t>(1, x.lists));
+      std::fflush(stdout);
+    }
+  }
+  return 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  if (argc < 2) {
+    return Fail("usage: retrieval_quality_tool cases|agree|speed [--flag value ...]");
+  }
+  const std::string cmd = argv[1];
+  Args a;
+  for (int i = 2; i + 1 < argc; i += 2) {
+    std::string k = argv[i];
+    if (k.rfind("--", 0) != 0) return Fail("unexpected argument " + k);
+    a.v[k.substr(2)] = argv[i + 1];
+  }
+  if (a.v.count("model") == 0) {
+    const char* home = std::getenv("HOME");
+    a.v["model"] = std::string(home ? home : "/root") +
+                   "/.cache/kvtier/models/SmolLM2-135M-Instruct.Q4_1.gguf";
+  }
+  if (cmd == "cases") return RunCases(a);
+  if (cmd == "agree") return RunAgree(a);
+  if (cmd == "speed") return RunSpeed(a);
+  return Fail("unknown command " + cmd);
+}
