@@ -362,6 +362,12 @@ Result<CommandLine> LoadConfig(const std::vector<std::string>& args, const Envir
   for (const auto& [name, value] : flags) {
     if (name == "config") cl.config.config_file = value;
   }
+  if (cl.config.config_file.empty() && !Env(env, "CONFIGURATION_DIRECTORY").empty()) {
+    // Under systemd (ConfigurationDirectory=kvtier): /etc/kvtier/kvtierd.toml when present.
+    const std::string dir = Env(env, "CONFIGURATION_DIRECTORY");
+    const std::string path = dir.substr(0, dir.find(':')) + "/kvtierd.toml";
+    if (access(path.c_str(), F_OK) == 0) cl.config.config_file = path;
+  }
   if (!cl.config.config_file.empty())
     RETURN_IF_ERROR(LoadTomlFile(cl.config.config_file, &cl.config));
   // Pass 2: flags override the file.

@@ -56,7 +56,9 @@ struct CommandLine {
 };
 
 // Parses argv (argv[0] excluded) and the --config file (TOML; unknown keys, wrong types and
-// out-of-range values are InvalidArgument errors naming the file, line and key).
+// out-of-range values are InvalidArgument errors naming the file, line and key). Without
+// --config, $CONFIGURATION_DIRECTORY/kvtierd.toml is read when systemd set that variable and the
+// file exists.
 Result<CommandLine> LoadConfig(const std::vector<std::string>& args, const Environment& env);
 
 // The flags, for --help.
