@@ -647,12 +647,13 @@ int RunGenerate(const Args& a) {
     if (m != "auto" && m != "dense" && m != "sparse") {
       return Fail("--attention must be auto, dense or sparse");
     }
-    if (local && m == "sparse") {
-      return Fail("--attention sparse: retrieval attention is not in this build");
-    }
+    req.attention = m;
   }
-  if (a.values.count("budget") && !ParseInt(a.values.at("budget"), 16, 1 << 24, &iv)) {
-    return Fail("--budget must be an integer >= 16");
+  if (a.values.count("budget")) {
+    if (!ParseInt(a.values.at("budget"), 16, 1 << 24, &iv)) {
+      return Fail("--budget must be an integer >= 16");
+    }
+    req.budget_tokens = static_cast<int>(iv);
   }
   req.stop = a.stops;
   if (!local) return RunGenerateRemote(a, req);
@@ -690,7 +691,12 @@ int RunGenerate(const Args& a) {
           {"prefill_ms", r.timing.prefill_ms},
           {"decode_ms", r.timing.decode_ms},
           {"decode_tokens_per_s", r.timing.decode_tokens_per_s}}},
-        {"retrieval", {{"pages_attended_avg", 0}, {"bytes_promoted", r.bytes_promoted}}},
+        {"retrieval",
+         {{"attention", r.retrieval.attention},
+          {"pages_attended_avg", r.retrieval.pages_attended_avg},
+          {"sparse_steps", r.retrieval.sparse_steps},
+          {"pages_promoted", r.retrieval.pages_promoted},
+          {"bytes_promoted", r.bytes_promoted}}},
     };
     std::cout << j.dump() << "\n";
   } else {
