@@ -111,7 +111,9 @@ int RunCases(const Args& a) {
       std::vector<int> sparse_ok(budgets.size(), 0);
       std::vector<double> pages(budgets.size(), 0.0);
       const Clock::time_point t0 = Clock::now();
+      const int only = std::atoi(a.Get("only", "-1").c_str());  // debugging: one case
       for (int i = 0; i < n_cases; ++i) {
+        if (only >= 0 && i != only) continue;
         const double depth = n_cases > 1 ? static_cast<double>(i) / (n_cases - 1) : 0.5;
         // Deepest needle first: later cases reuse the longest shared prefix.
         const double d = 1.0 - depth;
