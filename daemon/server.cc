@@ -757,7 +757,8 @@ void Connection::RunGenerate(const proto::RequestId& id, const proto::GenerateRe
   er.seed_given = request.seed.has_value();
   if (request.seed) er.sampling.seed = static_cast<uint64_t>(*request.seed);
   er.stop = request.stop;
-  // attention / budget_tokens: the engine attends densely for now (DESIGN §5 arrives later).
+  er.attention = std::string(proto::AttentionName(request.attention));
+  if (request.budget_tokens) er.budget_tokens = *request.budget_tokens;
   int32_t last_token = 0;
   const bool stream = request.stream;
   auto on_token = [&](int32_t token, std::string_view text) {
@@ -795,6 +796,8 @@ void Connection::RunGenerate(const proto::RequestId& id, const proto::GenerateRe
   out.usage.completion_tokens = r.usage.completion_tokens;
   out.timing = {r.timing.ttft_ms, r.timing.prefill_ms, r.timing.decode_ms,
                 r.timing.decode_tokens_per_s};
+  out.retrieval.pages_attended_avg = r.retrieval.pages_attended_avg;
+  out.retrieval.bytes_promoted = static_cast<int64_t>(r.bytes_promoted);
   out.seed = r.seed;
   spdlog::info(
       "conn {} uid {}: generate {} prompt {} (cached {}) completion {} ttft {:.1f} ms "
