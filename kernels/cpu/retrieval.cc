@@ -1,7 +1,7 @@
 // kernels/cpu/retrieval.cc — page digests, scoring, top-k and page-list assembly for sparse
 // attention. The per-page vector work (digest updates, bounds) is in internal/retrieval_impl.h,
-// one instantiation per SIMD level; normalisation, top-k and assembly are scalar (a few
-// thousand elements per layer).
+// one instantiation per SIMD level, like the normalisation (a vector exp); top-k and
+// assembly are scalar.
 #include "kernels/cpu/retrieval.h"
 
 #include <algorithm>
@@ -110,13 +110,7 @@ void ScorePages(const KvPool& pool, std::span<const PageRef> cand, const float* 
     for (int g = 0; g < n_kv; ++g) {
       float* sc = scores + static_cast<size_t>(g) * n_cand;
       for (int r = 0; r < rows; ++r) {
-        const float* b = bp + (static_cast<size_t>(g) * rows + r) * n_cand;
-        float mx = kNegInf;
-        for (int i = 0; i < n_cand; ++i) mx = std::max(mx, b[i]);
-        double sum = 0.0;
-        for (int i = 0; i < n_cand; ++i) sum += std::exp(b[i] - mx);
-        const float lse = mx + static_cast<float>(std::log(sum));
-        for (int i = 0; i < n_cand; ++i) sc[i] = std::max(sc[i], b[i] - lse);
+        table.fold_log_softmax(bp + (static_cast<size_t>(g) * rows + r) * n_cand, n_cand, sc);
       }
     }
   }

@@ -3,6 +3,7 @@
 //
 // Every other header comes first, so that only the templates of retrieval_impl.h are compiled
 // for the wider target of the `#pragma GCC target` region below.
+#include <cmath>
 #include <cstdint>
 
 #include "kernels/cpu/internal/retrieval_table.h"

@@ -4,9 +4,12 @@
 // Every other header comes first, so that only the templates of retrieval_impl.h are compiled
 // for the wider target of the `#pragma GCC target` region below.
 // GCC 12 reports a false -Wmaybe-uninitialized inside avx512fintrin.h (its _mm512_undefined_*
-// helpers) once those intrinsics are inlined; silence only that, only in this file.
+// helpers) once those intrinsics are inlined (here also as the definite -Wuninitialized, for
+// the reductions of FoldLogSoftmax); silence only those, only in this file.
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#pragma GCC diagnostic ignored "-Wuninitialized"
 
+#include <cmath>
 #include <cstdint>
 
 #include "kernels/cpu/internal/retrieval_table.h"

@@ -8,6 +8,7 @@
 // every other header, so that only these templates are compiled for the wider target.
 #pragma once
 
+#include <cmath>
 #include <cstdint>
 
 #include "kernels/cpu/internal/retrieval_table.h"
@@ -95,8 +96,35 @@ void Bounds(const KvPool& pool, const PageRef* pages, int n_pages, int kv_head, 
 }
 
 template <class Isa>
+void FoldLogSoftmax(const float* b, int n, float* scores) {
+  using V = typename Isa::V;
+  constexpr int kW = Isa::kW;
+  V vmax = Isa::Set1(-HUGE_VALF);
+  int i = 0;
+  for (; i + kW <= n; i += kW) vmax = Isa::Max(vmax, Isa::Load(b + i));
+  float mx = Isa::ReduceMax(vmax);
+  for (; i < n; ++i) mx = b[i] > mx ? b[i] : mx;
+  const V vm = Isa::Set1(mx);
+  V vsum = Isa::Zero();
+  i = 0;
+  for (; i + kW <= n; i += kW) vsum = Isa::Add(vsum, Isa::Exp(Isa::Sub(Isa::Load(b + i), vm)));
+  float sum = Isa::ReduceAdd(vsum);
+  for (; i < n; ++i) sum += std::exp(b[i] - mx);
+  const float lse = mx + std::log(sum);
+  const V vl = Isa::Set1(lse);
+  i = 0;
+  for (; i + kW <= n; i += kW) {
+    Isa::Store(scores + i, Isa::Max(Isa::Load(scores + i), Isa::Sub(Isa::Load(b + i), vl)));
+  }
+  for (; i < n; ++i) {
+    const float v = b[i] - lse;
+    scores[i] = v > scores[i] ? v : scores[i];
+  }
+}
+
+template <class Isa>
 const RetrievalTable& MakeTable() {
-  static const RetrievalTable table = {&DigestUpdate<Isa>, &Bounds<Isa>};
+  static const RetrievalTable table = {&DigestUpdate<Isa>, &Bounds<Isa>, &FoldLogSoftmax<Isa>};
   return table;
 }
 

@@ -1,5 +1,6 @@
 // kernels/cpu/internal/retrieval_scalar.cc — the retrieval kernels of retrieval_impl.h
 // instantiated for scalar (no target pragma: this level runs on any CPU).
+#include <cmath>
 #include <cstdint>
 
 #include "kernels/cpu/internal/retrieval_impl.h"

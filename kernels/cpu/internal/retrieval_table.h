@@ -19,6 +19,9 @@ struct RetrievalTable {
   //   out[r * out_stride + i] = sum_d max(q[r][d] * min_i[d], q[r][d] * max_i[d]).
   void (*bounds)(const KvPool& pool, const PageRef* pages, int n_pages, int kv_head, const float* q,
                  int n_rows, float* out, int64_t out_stride);
+  // scores[i] = max(scores[i], b[i] - logsumexp(b[0, n))) for i < n (one head's normalised
+  // bounds folded into its KV head's scores).
+  void (*fold_log_softmax)(const float* b, int n, float* scores);
 };
 
 const RetrievalTable& ScalarRetrievalTable();
