@@ -14,6 +14,7 @@
 #include "kernels/dtype.h"
 #include "model/gguf_writer.h"
 #include "model/model.h"
+#include "model/random_model.h"
 #include "tests/support/test_support.h"
 
 namespace kvtier::model {
@@ -26,82 +27,21 @@ struct TinyShape {
   float rope_base = 10000.0f, eps = 1e-5f;
 };
 
-// GPT-2's byte -> printable code point mapping, as UTF-8 strings: the 256 base tokens.
-std::vector<std::string> ByteTokens() {
-  std::vector<std::string> out(256);
-  int extra = 0;
-  for (int b = 0; b < 256; ++b) {
-    const bool printable = (b >= 33 && b <= 126) || (b >= 161 && b <= 172) || (b >= 174);
-    const uint32_t cp = printable ? b : 256 + extra++;
-    std::string s;
-    if (cp < 0x80) {
-      s.push_back(static_cast<char>(cp));
-    } else {
-      s.push_back(static_cast<char>(0xC0 | (cp >> 6)));
-      s.push_back(static_cast<char>(0x80 | (cp & 0x3F)));
-    }
-    out[b] = s;
-  }
-  return out;
-}
-
 std::string WriteTinyModel(const TinyShape& s, DType wtype, DType embd_type, uint32_t seed) {
-  GgufWriter w;
-  std::vector<std::string> tokens = ByteTokens();
-  tokens.push_back("<|endoftext|>");
-  std::vector<int32_t> types(tokens.size(), 1);
-  types.back() = 3;  // control
-  w.SetString("general.architecture", "llama");
-  w.SetString("general.name", "tiny-test");
-  w.SetUint32("llama.block_count", s.n_layers);
-  w.SetUint32("llama.embedding_length", s.dim);
-  w.SetUint32("llama.attention.head_count", s.n_heads);
-  w.SetUint32("llama.attention.head_count_kv", s.n_kv_heads);
-  w.SetUint32("llama.feed_forward_length", s.ffn);
-  w.SetUint32("llama.context_length", 256);
-  w.SetUint32("llama.rope.dimension_count", s.dim / s.n_heads);
-  w.SetFloat32("llama.rope.freq_base", s.rope_base);
-  w.SetFloat32("llama.attention.layer_norm_rms_epsilon", s.eps);
-  w.SetString("tokenizer.ggml.model", "gpt2");
-  w.SetString("tokenizer.ggml.pre", "gpt2");
-  w.SetStringArray("tokenizer.ggml.tokens", tokens);
-  w.SetInt32Array("tokenizer.ggml.token_type", types);
-  w.SetStringArray("tokenizer.ggml.merges", {});
-  w.SetUint32("tokenizer.ggml.eos_token_id", 256);
-
-  std::mt19937 rng(seed);
-  std::normal_distribution<float> normal(0.0f, 1.0f);
-  auto randn = [&](size_t n, float scale) {
-    std::vector<float> v(n);
-    for (auto& x : v) x = normal(rng) * scale;
-    return v;
-  };
-  auto norm_weights = [&](size_t n) {
-    std::vector<float> v(n);
-    for (auto& x : v) x = 1.0f + 0.1f * normal(rng);
-    return v;
-  };
-  const int64_t vocab = static_cast<int64_t>(tokens.size());
-  const int64_t kv_dim = s.dim / s.n_heads * s.n_kv_heads;
-  w.AddTensor("token_embd.weight", {s.dim, vocab}, embd_type, randn(s.dim * vocab, 1.0f));
-  w.AddTensor("output_norm.weight", {s.dim}, DType::kF32, norm_weights(s.dim));
-  const float ws = 1.0f / std::sqrt(static_cast<float>(s.dim));
-  for (int l = 0; l < s.n_layers; ++l) {
-    const std::string p = "blk." + std::to_string(l) + ".";
-    w.AddTensor(p + "attn_norm.weight", {s.dim}, DType::kF32, norm_weights(s.dim));
-    w.AddTensor(p + "attn_q.weight", {s.dim, s.dim}, wtype, randn(s.dim * s.dim, 2 * ws));
-    w.AddTensor(p + "attn_k.weight", {s.dim, kv_dim}, wtype, randn(s.dim * kv_dim, 2 * ws));
-    w.AddTensor(p + "attn_v.weight", {s.dim, kv_dim}, wtype, randn(s.dim * kv_dim, ws));
-    w.AddTensor(p + "attn_output.weight", {s.dim, s.dim}, wtype, randn(s.dim * s.dim, ws));
-    w.AddTensor(p + "ffn_norm.weight", {s.dim}, DType::kF32, norm_weights(s.dim));
-    w.AddTensor(p + "ffn_gate.weight", {s.dim, s.ffn}, wtype, randn(s.dim * s.ffn, ws));
-    w.AddTensor(p + "ffn_up.weight", {s.dim, s.ffn}, wtype, randn(s.dim * s.ffn, ws));
-    w.AddTensor(p + "ffn_down.weight", {s.ffn, s.dim}, wtype,
-                randn(s.ffn * s.dim, 1.0f / std::sqrt(static_cast<float>(s.ffn))));
-  }
-  const std::string dir = testing::MakeTempDir("kvtier_tiny_");
-  const std::string path = dir + "/tiny.gguf";
-  Status st = w.WriteFile(path);
+  RandomModelShape shape;
+  shape.n_layers = s.n_layers;
+  shape.dim = s.dim;
+  shape.n_heads = s.n_heads;
+  shape.n_kv_heads = s.n_kv_heads;
+  shape.ffn_dim = s.ffn;
+  shape.vocab_size = 257;
+  shape.context_length = 256;
+  shape.rope_freq_base = s.rope_base;
+  shape.rms_eps = s.eps;
+  shape.weight_type = wtype;
+  shape.embd_type = embd_type;
+  const std::string path = testing::MakeTempDir("kvtier_tiny_") + "/tiny.gguf";
+  Status st = WriteRandomLlamaGguf(shape, seed, path);
   EXPECT_TRUE(st.ok()) << st.ToString();
   return path;
 }
