@@ -36,6 +36,7 @@ int main(int argc, char** argv) {
   eo.cache_dir = opt["cache-dir"];
   eo.state_dir = opt["state-dir"];
   eo.prefix_cache = mode != "cold";
+  if (opt.count("disk-codec")) eo.disk_codec = opt["disk-codec"];
   auto engine = kvtier::engine::Engine::Create(eo);
   if (!engine.ok()) return Fail(engine.status().ToString());
 
@@ -77,6 +78,7 @@ int main(int argc, char** argv) {
         {"disk", u.cached_by_tier.disk}}},
       {"bytes_promoted", res->bytes_promoted},
       {"io_engine", (*engine)->TierStats().disk_io_engine},
+      {"disk_codec", eo.disk_codec},
   };
   std::cout << j.dump() << "\n";
   return 0;

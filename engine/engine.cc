@@ -118,6 +118,8 @@ Result<std::unique_ptr<Engine>> Engine::Create(const EngineOptions& options) {
   scheme.extent_tokens = extent_shape.tokens();
   cache::TierOptions tier_options;
   tier_options.host_capacity_bytes = options.host_cache_bytes;
+  ASSIGN_OR_RETURN(tier_options.host_codec, cache::ParseCodecSpec(options.host_codec));
+  ASSIGN_OR_RETURN(tier_options.disk_codec, cache::ParseCodecSpec(options.disk_codec));
   tier_options.threads = e->threads_.get();
   if (!options.cache_dir.empty() && options.prefix_cache) {
     storage::SegmentStoreOptions so;

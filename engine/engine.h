@@ -37,6 +37,8 @@ struct EngineOptions {
   std::string cache_dir;
   std::string state_dir;
   uint64_t disk_cache_bytes = 16ull << 30;
+  std::string disk_codec = "q8+zstd";  // codec of the disk tier's records (cache/codec.h names)
+  std::string host_codec = "q8";       // codec of the host tier's extents
   // Retrieval attention (DESIGN §5) for tokens processed after a cached context (the uncached
   // rest of a prompt whose prefix was cached, and every generated token): "dense", "sparse",
   // or "auto" (sparse once the context exceeds sparse_min_tokens). Requests may override
