@@ -229,7 +229,13 @@ Result<Reply> Connection::Call(const Request& request, const Client::EventCallba
   auto p = std::make_shared<Pending>(request.op(), /*discard=*/false);
   RETURN_IF_ERROR(Register(request.id, p));
   if (Status s = Write(protocol::EncodeRequest(request)); !s.ok()) {
-    Unregister(request.id);
+    // The daemon has closed the connection; its reason (e.g. a refusal line) is usually still
+    // on its way to the reader, which then fails this request with it.
+    std::unique_lock<std::mutex> lock(mu_);
+    if (p->cv.wait_for(lock, std::chrono::seconds(2), [&] { return p->answer.has_value(); })) {
+      return std::move(*p->answer);
+    }
+    pending_.erase(request.id);
     return s;
   }
   bool cancelled = false;
