@@ -205,10 +205,7 @@ Status CheckOptions(const Args& a) {
       return kvtier::InvalidArgumentError("--" + name + " is an option of --local mode (kvtierd " +
                                           "has its own: kvtierd --" + name + ")");
     }
-    if (name == "socket") {
-      if (!local) continue;
-      return kvtier::InvalidArgumentError("--socket and --local exclude each other");
-    }
+    if (name == "socket") continue;  // global; --local ignores it
     return kvtier::InvalidArgumentError("unknown option --" + name + " for '" + a.command + "'");
   }
   for (const auto& [name, value] : a.flags) {
