@@ -304,8 +304,8 @@ Result<uint64_t> TierManager::Evict(std::string_view ns, std::string_view tier) 
       }
     }
     if (host_ && (all || tier == "host")) {
-      auto bytes = host_->Contains(key) ? host_->Get(key) : nullptr;
-      if (bytes && host_->Erase(key)) freed += bytes->size();
+      const uint64_t before = host_->stats().used_bytes;  // (Get would count a hit)
+      if (host_->Erase(key)) freed += before - host_->stats().used_bytes;
     }
     if (options_.disk != nullptr && (all || tier == "disk")) {
       auto stored = options_.disk->Contains(StorageKey(key)) ? options_.disk->Get(StorageKey(key))
