@@ -309,6 +309,10 @@ TEST(LibkvtierTest, SilentDaemonTimesOutAndTheRequestIsCancelled) {
   EXPECT_NE(r.status().message().find("no answer from kvtierd"), std::string::npos);
   EXPECT_LT(std::chrono::steady_clock::now() - start, std::chrono::seconds(5));
   client.reset();  // the fake's ReadLine returns at EOF
+  // The fake's handler runs on its own thread: give it time to read the cancel under load.
+  for (int i = 0; i < 500 && !cancel_seen; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
   EXPECT_TRUE(cancel_seen);
 }
 

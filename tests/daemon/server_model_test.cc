@@ -464,7 +464,8 @@ TEST(DaemonTest, SigtermCancelsWorkPastTheGrace) {
   EXPECT_TRUE(c.WaitClosed());
   const int status = d.Stop();
   EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << status;
-  EXPECT_LT(Clock::now() - t0, std::chrono::seconds(5));
+  // Far less than the 6,000 tokens would take (over a minute), with room for a loaded CI box.
+  EXPECT_LT(Clock::now() - t0, std::chrono::seconds(20));
 }
 
 TEST(DaemonTest, StaleSocketIsReplacedButALiveOneIsNot) {
