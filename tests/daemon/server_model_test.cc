@@ -249,7 +249,8 @@ TEST(DaemonTest, QueueFullIsBusyAtOnce) {
   std::optional<json> r = c.Call(Generate(3, "Hi", 2), nullptr, 5000);
   ASSERT_TRUE(r);
   EXPECT_EQ((*r)["code"], "busy") << r->dump();
-  EXPECT_LT(Clock::now() - t0, std::chrono::seconds(1));
+  // At once, not after the running generation (minutes); slack for a loaded CI machine.
+  EXPECT_LT(Clock::now() - t0, std::chrono::seconds(3));
   // tokenize does not wait behind generation.
   r = c.Call({{"id", 4}, {"op", "tokenize"}, {"text", "still quick"}}, nullptr, 5000);
   ASSERT_TRUE(r);
