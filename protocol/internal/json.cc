@@ -1,5 +1,6 @@
 #include "protocol/internal/json.h"
 
+#include <algorithm>
 #include <cmath>
 #include <cstdio>
 #include <exception>
@@ -130,11 +131,35 @@ Status ParseStrictJson(std::string_view text, int max_depth, StrictJson* out) {
 }
 
 std::string Excerpt(std::string_view s, size_t max_bytes) {
-  if (s.size() <= max_bytes) return std::string(s);
-  size_t cut = max_bytes;
+  // Control characters are written as escapes so an error message stays one line whatever the
+  // client sent (a field name may contain "\n" once its JSON escape is decoded).
+  std::string out;
+  out.reserve(std::min(s.size(), max_bytes) + 8);
+  size_t i = 0;
+  for (; i < s.size() && out.size() < max_bytes; ++i) {
+    const unsigned char c = static_cast<unsigned char>(s[i]);
+    if (c == '\n') {
+      out += "\\n";
+    } else if (c == '\r') {
+      out += "\\r";
+    } else if (c == '\t') {
+      out += "\\t";
+    } else if (c < 0x20 || c == 0x7f) {
+      static const char* kHex = "0123456789abcdef";
+      out += "\\x";
+      out += kHex[c >> 4];
+      out += kHex[c & 15];
+    } else {
+      out += static_cast<char>(c);
+    }
+  }
+  if (i == s.size()) return out;
   // Back up over UTF-8 continuation bytes so a character is never split.
-  while (cut > 0 && (static_cast<unsigned char>(s[cut]) & 0xC0) == 0x80) --cut;
-  return std::string(s.substr(0, cut)) + "...";
+  size_t cut = out.size();
+  while (cut > 0 && (static_cast<unsigned char>(out[cut - 1]) & 0xC0) == 0x80) --cut;
+  if (cut > 0 && (static_cast<unsigned char>(out[cut - 1]) & 0xC0) == 0xC0) --cut;  // its lead
+  out.resize(cut);
+  return out + "...";
 }
 
 bool IntegerIn(const Json& v, int64_t lo, int64_t hi, int64_t* out) {

@@ -89,6 +89,9 @@ std::vector<Case> Cases() {
       // --- unknown fields and duplicates ---
       {"unknown field", R"({"id":1,"op":"health","verbose":true})", kBad, one,
        "unknown field 'verbose' for op 'health'"},
+      // Found by protocol_fuzz: a decoded control character must not break the one-line message.
+      {"unknown field with a newline", R"({"id":1,"op":"health","a\nb\u0001":true})", kBad, one,
+       "unknown field 'a\\nb\\x01' for op 'health'"},
       {"field of another op", R"({"id":1,"op":"tokenize","text":"a","max_tokens":3})", kBad, one,
        "unknown field 'max_tokens' for op 'tokenize'"},
       {"unknown field in message",
