@@ -1,5 +1,7 @@
 #include "model/cuda_forward.h"
 
+#include "model/internal/batching.h"
+
 #if KVTIER_HAVE_CUDA
 
 #include <algorithm>
@@ -214,27 +216,11 @@ Status CudaForwardPass::Run(std::span<const int32_t> tokens, int32_t n_past, con
     }
   }
   RETURN_IF_ERROR(SyncTables(kv, (end_pos + pool_.page_tokens - 1) / pool_.page_tokens));
-  if (logits != nullptr) {
-    const size_t rows = mode == LogitsMode::kAll ? tokens.size() : (mode == LogitsMode::kLast);
-    logits->resize(rows * static_cast<size_t>(c.vocab_size));
-  }
-  const size_t B = static_cast<size_t>(options_.max_batch_tokens);
-  for (size_t off = 0; off < tokens.size(); off += B) {
-    const size_t n = std::min(B, tokens.size() - off);
-    const bool last_batch = off + n == tokens.size();
-    LogitsMode batch_mode = LogitsMode::kNone;
-    float* out = nullptr;
-    if (logits != nullptr && mode == LogitsMode::kAll) {
-      batch_mode = LogitsMode::kAll;
-      out = logits->data() + off * c.vocab_size;
-    } else if (logits != nullptr && mode == LogitsMode::kLast && last_batch) {
-      batch_mode = LogitsMode::kLast;
-      out = logits->data();
-    }
-    RETURN_IF_ERROR(RunBatch(tokens.subspan(off, n), n_past + static_cast<int32_t>(off), batch_mode,
-                             out, nullptr));
-  }
-  return Status::Ok();
+  return internal::ForEachBatch(
+      tokens, n_past, static_cast<size_t>(options_.max_batch_tokens), c.vocab_size, mode, logits,
+      [&](std::span<const int32_t> batch, int32_t batch_past, LogitsMode batch_mode, float* out) {
+        return RunBatch(batch, batch_past, batch_mode, out, nullptr);
+      });
 }
 
 Result<int32_t> CudaForwardPass::RunGreedy(std::span<const int32_t> tokens, int32_t n_past,

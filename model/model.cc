@@ -7,6 +7,7 @@
 #include <string>
 
 #include "base/sha256.h"
+#include "model/internal/batching.h"
 #include "kernels/cpu/retrieval.h"
 
 namespace kvtier::model {
@@ -252,26 +253,11 @@ Status ForwardPass::Run(std::span<const int32_t> tokens, int32_t n_past, const K
       return InvalidArgumentError("forward: token id " + std::to_string(t) + " out of range");
     }
   }
-  if (logits != nullptr) {
-    const size_t rows = mode == LogitsMode::kAll ? tokens.size() : (mode == LogitsMode::kLast);
-    logits->resize(rows * static_cast<size_t>(c.vocab_size));
-  }
-  for (size_t off = 0; off < tokens.size(); off += max_batch_tokens_) {
-    const size_t n = std::min<size_t>(max_batch_tokens_, tokens.size() - off);
-    const bool last_batch = off + n == tokens.size();
-    LogitsMode batch_mode = LogitsMode::kNone;
-    float* out = nullptr;
-    if (logits != nullptr && mode == LogitsMode::kAll) {
-      batch_mode = LogitsMode::kAll;
-      out = logits->data() + off * c.vocab_size;
-    } else if (logits != nullptr && mode == LogitsMode::kLast && last_batch) {
-      batch_mode = LogitsMode::kLast;
-      out = logits->data();
-    }
-    RETURN_IF_ERROR(RunBatch(tokens.subspan(off, n), n_past + static_cast<int32_t>(off), kv,
-                             batch_mode, out));
-  }
-  return Status::Ok();
+  return internal::ForEachBatch(
+      tokens, n_past, static_cast<size_t>(max_batch_tokens_), c.vocab_size, mode, logits,
+      [&](std::span<const int32_t> batch, int32_t batch_past, LogitsMode batch_mode, float* out) {
+        return RunBatch(batch, batch_past, kv, batch_mode, out);
+      });
 }
 
 Status ForwardPass::RunBatch(std::span<const int32_t> tokens, int32_t n_past, const KvView& kv,
