@@ -319,6 +319,17 @@ class Connection : public std::enable_shared_from_this<Connection> {
     Send(proto::EncodeError(id, code, message));
   }
   // Engine worker / helper pool bodies: they touch only server_ and Post().
+  // A job taken from a queue: answers `cancelled` and returns false if it was cancelled while
+  // waiting, else counts it active and returns true.
+  bool BeginWork(const proto::RequestId& id, const CancelFlag& cancelled) {
+    if (cancelled->load(std::memory_order_relaxed)) {
+      PostFinish(id, proto::EncodeError(id, proto::ErrorCode::kCancelled, "cancelled"),
+                 Outcome::kCancelled);
+      return false;
+    }
+    server_.counters().active.fetch_add(1, std::memory_order_relaxed);
+    return true;
+  }
   void RunGenerate(const proto::RequestId& id, const proto::GenerateRequest& request,
                    const std::string& ns, const CancelFlag& cancelled);
   void RunPrefill(const proto::RequestId& id, const proto::PrefillRequest& request,
@@ -691,12 +702,7 @@ void Connection::Close(const std::string& why) {
 
 void Connection::RunHelper(const proto::RequestId& id, const proto::Request::Body& body,
                            const CancelFlag& cancelled) {
-  if (cancelled->load(std::memory_order_relaxed)) {
-    PostFinish(id, proto::EncodeError(id, proto::ErrorCode::kCancelled, "cancelled"),
-               Outcome::kCancelled);
-    return;
-  }
-  server_.counters().active.fetch_add(1, std::memory_order_relaxed);
+  if (!BeginWork(id, cancelled)) return;
   const model::Tokenizer& tok = server_.engine().model().tokenizer();
   std::string frame;
   Outcome outcome = Outcome::kResult;
@@ -743,12 +749,7 @@ proto::FinishReason ToFinishReason(const std::string& r) {
 
 void Connection::RunGenerate(const proto::RequestId& id, const proto::GenerateRequest& request,
                              const std::string& ns, const CancelFlag& cancelled) {
-  if (cancelled->load(std::memory_order_relaxed)) {
-    PostFinish(id, proto::EncodeError(id, proto::ErrorCode::kCancelled, "cancelled"),
-               Outcome::kCancelled);
-    return;
-  }
-  server_.counters().active.fetch_add(1, std::memory_order_relaxed);
+  if (!BeginWork(id, cancelled)) return;
   engine::GenerateRequest er = ToEngineRequest(request.input, ns);
   er.max_tokens = request.max_tokens;
   er.sampling.temperature = static_cast<float>(request.temperature);
@@ -811,12 +812,7 @@ void Connection::RunGenerate(const proto::RequestId& id, const proto::GenerateRe
 
 void Connection::RunPrefill(const proto::RequestId& id, const proto::PrefillRequest& request,
                             const std::string& ns, const CancelFlag& cancelled) {
-  if (cancelled->load(std::memory_order_relaxed)) {
-    PostFinish(id, proto::EncodeError(id, proto::ErrorCode::kCancelled, "cancelled"),
-               Outcome::kCancelled);
-    return;
-  }
-  server_.counters().active.fetch_add(1, std::memory_order_relaxed);
+  if (!BeginWork(id, cancelled)) return;
   engine::GenerateRequest er = ToEngineRequest(request.input, ns);
   er.max_tokens = 0;  // the engine's prefill: compute and cache the prompt, generate nothing
   er.seed_given = true;
@@ -852,12 +848,7 @@ void Connection::RunPrefill(const proto::RequestId& id, const proto::PrefillRequ
 
 void Connection::RunCacheOp(const proto::RequestId& id, const proto::Request::Body& body,
                             const CancelFlag& cancelled) {
-  if (cancelled->load(std::memory_order_relaxed)) {
-    PostFinish(id, proto::EncodeError(id, proto::ErrorCode::kCancelled, "cancelled"),
-               Outcome::kCancelled);
-    return;
-  }
-  server_.counters().active.fetch_add(1, std::memory_order_relaxed);
+  if (!BeginWork(id, cancelled)) return;
   engine::Engine& engine = server_.engine();
   std::string frame;
   Outcome outcome = Outcome::kResult;
