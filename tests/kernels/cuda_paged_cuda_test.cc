@@ -19,6 +19,7 @@
 #include "kernels/cpu/thread_pool.h"
 #include "kernels/cuda/cuda_blas.h"
 #include "kernels/cuda/cuda_ops.h"
+#include "tests/support/cuda_device_buffer.h"
 #include "kernels/cuda/cuda_paged.h"
 #include "kernels/dtype.h"
 #include "kernels/fp16.h"
@@ -48,50 +49,8 @@ double NormError(const std::vector<float>& got, const std::vector<double>& want)
 
 std::vector<double> ToDouble(const std::vector<float>& v) { return {v.begin(), v.end()}; }
 
-class DeviceBuffer {
- public:
-  template <typename T>
-  explicit DeviceBuffer(const std::vector<T>& host) : bytes_(host.size() * sizeof(T)) {
-    Allocate();
-    if (ptr_ != nullptr) {
-      EXPECT_TRUE(CudaCopyToDevice(ptr_, host.data(), bytes_).ok());
-    }
-  }
-  explicit DeviceBuffer(size_t bytes, int poison = 0xff) : bytes_(bytes) {
-    Allocate();
-    // Poisoned (0xff bytes: NaN in f32 and f16, -1 in int32) so unwritten outputs show.
-    if (ptr_ != nullptr) {
-      std::vector<uint8_t> fill(bytes_, static_cast<uint8_t>(poison));
-      EXPECT_TRUE(CudaCopyToDevice(ptr_, fill.data(), bytes_).ok());
-    }
-  }
-  ~DeviceBuffer() {
-    if (ptr_ != nullptr) (void)CudaFree(ptr_);
-  }
-  DeviceBuffer(const DeviceBuffer&) = delete;
-  DeviceBuffer& operator=(const DeviceBuffer&) = delete;
+using kvtier::testing::DeviceBuffer;
 
-  template <typename T>
-  T* get() const {
-    return static_cast<T*>(ptr_);
-  }
-  template <typename T>
-  std::vector<T> ToHost() const {
-    std::vector<T> host(bytes_ / sizeof(T));
-    EXPECT_TRUE(CudaSynchronize(nullptr).ok());
-    EXPECT_TRUE(CudaCopyToHost(host.data(), ptr_, bytes_).ok());
-    return host;
-  }
-
- private:
-  void Allocate() {
-    auto ptr = CudaMalloc(std::max<size_t>(bytes_, 1));
-    EXPECT_TRUE(ptr.ok()) << ptr.status().ToString();
-    if (ptr.ok()) ptr_ = *ptr;
-  }
-  size_t bytes_ = 0;
-  void* ptr_ = nullptr;
-};
 
 #define ASSERT_OK(expr)                                     \
   do {                                                      \

@@ -14,6 +14,7 @@
 #include "kernels/cpu/ops.h"
 #include "kernels/cpu/thread_pool.h"
 #include "kernels/cuda/cuda_ops.h"
+#include "tests/support/cuda_device_buffer.h"
 #include "kernels/fp16.h"
 
 namespace kvtier::kernels::cuda {
@@ -43,44 +44,8 @@ double RowError(const std::vector<float>& got, const std::vector<float>& want, s
 }
 
 // A device buffer holding a copy of a host vector; freed on destruction.
-class DeviceBuffer {
- public:
-  template <typename T>
-  explicit DeviceBuffer(const std::vector<T>& host) : bytes_(host.size() * sizeof(T)) {
-    auto ptr = CudaMalloc(std::max<size_t>(bytes_, 1));
-    EXPECT_TRUE(ptr.ok()) << ptr.status().ToString();
-    if (!ptr.ok()) return;
-    ptr_ = *ptr;
-    const Status s = CudaCopyToDevice(ptr_, host.data(), bytes_);
-    EXPECT_TRUE(s.ok()) << s.ToString();
-  }
-  explicit DeviceBuffer(size_t bytes) : bytes_(bytes) {
-    auto ptr = CudaMalloc(std::max<size_t>(bytes_, 1));
-    EXPECT_TRUE(ptr.ok()) << ptr.status().ToString();
-    if (ptr.ok()) ptr_ = *ptr;
-  }
-  ~DeviceBuffer() {
-    if (ptr_ != nullptr) (void)CudaFree(ptr_);
-  }
-  DeviceBuffer(const DeviceBuffer&) = delete;
-  DeviceBuffer& operator=(const DeviceBuffer&) = delete;
+using kvtier::testing::DeviceBuffer;
 
-  template <typename T>
-  T* get() const {
-    return static_cast<T*>(ptr_);
-  }
-  template <typename T>
-  std::vector<T> ToHost() const {
-    std::vector<T> host(bytes_ / sizeof(T));
-    const Status s = CudaCopyToHost(host.data(), ptr_, bytes_);
-    EXPECT_TRUE(s.ok()) << s.ToString();
-    return host;
-  }
-
- private:
-  size_t bytes_ = 0;
-  void* ptr_ = nullptr;
-};
 
 class CudaOpsTest : public ::testing::Test {
  protected:
