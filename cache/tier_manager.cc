@@ -308,12 +308,8 @@ Result<uint64_t> TierManager::Evict(std::string_view ns, std::string_view tier) 
       if (host_->Erase(key)) freed += before - host_->stats().used_bytes;
     }
     if (options_.disk != nullptr && (all || tier == "disk")) {
-      auto stored = options_.disk->Contains(StorageKey(key)) ? options_.disk->Get(StorageKey(key))
-                                                             : Result<storage::StoredExtent>(
-                                                                   NotFoundError("absent"));
-      if (stored.ok() && options_.disk->Remove(StorageKey(key)).ok()) {
-        freed += stored->bytes().size();
-      }
+      uint64_t removed = 0;
+      if (options_.disk->Remove(StorageKey(key), &removed).ok()) freed += removed;
     }
   }
   return freed;

@@ -512,7 +512,7 @@ bool SegmentStore::Contains(const ExtentKey& key) const {
   return entries_.contains(key);
 }
 
-Status SegmentStore::Remove(const ExtentKey& key) {
+Status SegmentStore::Remove(const ExtentKey& key, uint64_t* removed_bytes) {
   std::lock_guard wl(write_mu_);
   Entry e;
   bool drop_segment = false;
@@ -521,6 +521,7 @@ Status SegmentStore::Remove(const ExtentKey& key) {
     auto it = entries_.find(key);
     if (it == entries_.end()) return NotFoundError("no such extent");
     e = it->second;
+    if (removed_bytes != nullptr) *removed_bytes = e.stored_bytes;
     entries_.erase(it);
     access_dirty_.erase(key);
     auto s = segments_.find(e.segment_id);

@@ -118,7 +118,8 @@ class SegmentStore {
   std::vector<Result<StoredExtent>> MultiGet(std::span<const ExtentKey> keys);
   bool Contains(const ExtentKey& key) const;
   // NotFound when absent. A segment left with no records is deleted.
-  Status Remove(const ExtentKey& key);
+  // removed_bytes (optional) receives the removed extent's payload size.
+  Status Remove(const ExtentKey& key, uint64_t* removed_bytes = nullptr);
   // Makes every record put so far durable: segment data, then directory, then the index.
   Status Sync();
 
