@@ -561,6 +561,169 @@ Status DecodeExtent(std::span<const uint8_t> bytes, const ExtentView& dst) {
   return Status::Ok();
 }
 
+namespace {
+
+// The payload of an encoded extent without zstd: points into `bytes` or, for a zstd extent, into
+// `scratch`.
+Result<const uint8_t*> PlainPayload(std::span<const uint8_t> bytes, const ExtentHeader& h,
+                                    std::vector<uint8_t>* scratch) {
+  const uint8_t* payload = bytes.data() + kExtentHeaderBytes;
+  if (!h.zstd) return payload;
+  const unsigned long long content = ZSTD_getFrameContentSize(payload, h.payload_bytes);
+  if (content != h.raw_payload_bytes) {
+    return CorruptionError("encoded extent: zstd frame size does not match the header");
+  }
+  scratch->resize(h.raw_payload_bytes);
+  ZSTD_DCtx* dctx = ThreadDCtx();
+  if (dctx == nullptr) return InternalError("zstd: cannot create a context");
+  const size_t got =
+      ZSTD_decompressDCtx(dctx, scratch->data(), scratch->size(), payload, h.payload_bytes);
+  if (ZSTD_isError(got) || got != h.raw_payload_bytes) {
+    return CorruptionError("encoded extent: zstd payload does not decompress");
+  }
+  return static_cast<const uint8_t*>(scratch->data());
+}
+
+bool ScaleOk(float v) { return v >= 0.0f && v <= kF16Max; }
+
+}  // namespace
+
+Status DecodeExtentPage(std::span<const uint8_t> bytes, int layer, int page_in_extent,
+                        const kernels::KvPool& pool, int32_t dst_page) {
+  if (!IsLittleEndianHost()) return UnimplementedError("KV codecs need a little-endian host");
+  ASSIGN_OR_RETURN(const ExtentHeader h, ParseExtentHeader(bytes));
+  const ExtentShape& s = h.shape;
+  if (pool.page_tokens != s.page_tokens || pool.n_kv_heads != s.n_kv_heads ||
+      pool.head_dim != s.head_dim) {
+    return InvalidArgumentError("encoded extent page geometry differs from the pool's");
+  }
+  if (layer < 0 || layer >= s.n_layers || page_in_extent < 0 ||
+      page_in_extent >= s.extent_pages || dst_page < 0 || pool.base == nullptr) {
+    return InvalidArgumentError("decode page: layer, page or destination out of range");
+  }
+  thread_local std::vector<uint8_t> scratch;
+  ASSIGN_OR_RETURN(const uint8_t* payload, PlainPayload(bytes, h, &scratch));
+  const int d_n = s.head_dim, t_n = s.tokens(), h_n = s.n_kv_heads, pt = s.page_tokens;
+  const int t0 = page_in_extent * pt;
+  auto dst_row = [&](bool value, int head, int t) {
+    uint16_t* base = value ? pool.V(dst_page) : pool.K(dst_page);
+    return base + (static_cast<size_t>(head) * pt + (t - t0)) * d_n;
+  };
+  std::vector<float> x(d_n);
+  switch (h.codec) {
+    case Codec::kF16: {
+      const size_t row_bytes = static_cast<size_t>(d_n) * 2;
+      const uint8_t* in = payload + static_cast<size_t>(layer) * 2 * s.HalfElemsPerLayer() * 2;
+      for (int kv = 0; kv < 2; ++kv, in += s.HalfElemsPerLayer() * 2) {
+        for (int hd = 0; hd < h_n; ++hd) {
+          for (int t = t0; t < t0 + pt; ++t) {
+            std::memcpy(dst_row(kv == 1, hd, t),
+                        in + (static_cast<size_t>(hd) * t_n + t) * row_bytes, row_bytes);
+          }
+        }
+      }
+      break;
+    }
+    case Codec::kQ8: {
+      const size_t rows = static_cast<size_t>(h_n) * t_n;
+      const uint8_t* layer_in = payload + static_cast<size_t>(layer) * 2 * Q8HalfBytes(s);
+      for (int kv = 0; kv < 2; ++kv) {  // validate first: nothing written on error
+        const uint8_t* scales = layer_in + kv * Q8HalfBytes(s);
+        for (int hd = 0; hd < h_n; ++hd) {
+          for (int t = t0; t < t0 + pt; ++t) {
+            const size_t row = static_cast<size_t>(hd) * t_n + t;
+            if (!ScaleOk(kernels::F16ToF32(LoadHalf(scales + row * 2)))) {
+              return CorruptionError("q8 decode: bad scale");
+            }
+          }
+        }
+      }
+      for (int kv = 0; kv < 2; ++kv) {
+        const uint8_t* scales = layer_in + kv * Q8HalfBytes(s);
+        const int8_t* q = reinterpret_cast<const int8_t*>(scales + rows * 2);
+        for (int hd = 0; hd < h_n; ++hd) {
+          for (int t = t0; t < t0 + pt; ++t) {
+            const size_t row = static_cast<size_t>(hd) * t_n + t;
+            const float scale = kernels::F16ToF32(LoadHalf(scales + row * 2));
+            const int8_t* qr = q + row * d_n;
+            for (int d = 0; d < d_n; ++d) {
+              x[d] = std::clamp(static_cast<float>(qr[d]) * scale, -kF16Max, kF16Max);
+            }
+            F32RowToF16(x.data(), dst_row(kv == 1, hd, t), d_n);
+          }
+        }
+      }
+      break;
+    }
+    case Codec::kQ4: {
+      const Q4Layout lay = Q4LayoutOf(s);
+      const uint8_t* in = payload + static_cast<size_t>(layer) * lay.layer_bytes;
+      const uint8_t* k_scales = in + lay.k_params;
+      const uint8_t* k_mins = k_scales + static_cast<size_t>(h_n) * d_n * 2;
+      const uint8_t* v_scales = in + lay.v_params;
+      const uint8_t* v_mins = v_scales + static_cast<size_t>(h_n) * t_n * 2;
+      for (size_t i = 0; i < static_cast<size_t>(h_n) * d_n; ++i) {
+        if (!ScaleOk(kernels::F16ToF32(LoadHalf(k_scales + i * 2))) ||
+            !(std::fabs(kernels::F16ToF32(LoadHalf(k_mins + i * 2))) <= kF16Max)) {
+          return CorruptionError("q4 decode: bad scale or min");
+        }
+      }
+      for (int hd = 0; hd < h_n; ++hd) {
+        for (int t = t0; t < t0 + pt; ++t) {
+          const size_t row = static_cast<size_t>(hd) * t_n + t;
+          if (!ScaleOk(kernels::F16ToF32(LoadHalf(v_scales + row * 2))) ||
+              !(std::fabs(kernels::F16ToF32(LoadHalf(v_mins + row * 2))) <= kF16Max)) {
+            return CorruptionError("q4 decode: bad scale or min");
+          }
+        }
+      }
+      std::vector<float> scale(d_n), mins(d_n), qv(d_n);
+      for (int hd = 0; hd < h_n; ++hd) {
+        for (int d = 0; d < d_n; ++d) {
+          const size_t at = (static_cast<size_t>(hd) * d_n + d) * 2;
+          scale[d] = kernels::F16ToF32(LoadHalf(k_scales + at));
+          mins[d] = kernels::F16ToF32(LoadHalf(k_mins + at));
+        }
+        const uint8_t* data = in + lay.k_data + static_cast<size_t>(hd) * t_n * d_n / 2;
+        for (int t = t0; t < t0 + pt; ++t) {
+          UnpackNibbles(data + static_cast<size_t>(t) * d_n / 2, qv.data(), d_n);
+          for (int d = 0; d < d_n; ++d) {
+            x[d] = std::clamp(qv[d] * scale[d] + mins[d], -kF16Max, kF16Max);
+          }
+          F32RowToF16(x.data(), dst_row(false, hd, t), d_n);
+        }
+      }
+      for (int hd = 0; hd < h_n; ++hd) {
+        for (int t = t0; t < t0 + pt; ++t) {
+          const size_t row = static_cast<size_t>(hd) * t_n + t;
+          const float sc = kernels::F16ToF32(LoadHalf(v_scales + row * 2));
+          const float mn = kernels::F16ToF32(LoadHalf(v_mins + row * 2));
+          UnpackNibbles(in + lay.v_data + row * d_n / 2, qv.data(), d_n);
+          for (int d = 0; d < d_n; ++d) x[d] = std::clamp(qv[d] * sc + mn, -kF16Max, kF16Max);
+          F32RowToF16(x.data(), dst_row(true, hd, t), d_n);
+        }
+      }
+      break;
+    }
+  }
+  return Status::Ok();
+}
+
+Result<std::vector<uint8_t>> DecompressExtent(std::span<const uint8_t> bytes) {
+  ASSIGN_OR_RETURN(const ExtentHeader h, ParseExtentHeader(bytes));
+  if (!h.zstd) return std::vector<uint8_t>(bytes.begin(), bytes.end());
+  std::vector<uint8_t> out(kExtentHeaderBytes + h.raw_payload_bytes);
+  thread_local std::vector<uint8_t> scratch;
+  ASSIGN_OR_RETURN(const uint8_t* payload, PlainPayload(bytes, h, &scratch));
+  std::memcpy(out.data() + kExtentHeaderBytes, payload, h.raw_payload_bytes);
+  std::memcpy(out.data(), bytes.data(), kExtentHeaderBytes);
+  uint8_t* p = out.data();
+  p[7] = 0;
+  PutU32(p + 20, h.raw_payload_bytes);
+  PutU32(p + 28, Fnv1a(p, 28));
+  return out;
+}
+
 bool SetCodecScalarOnlyForTesting(bool scalar_only) {
   return !internal::SetF16RowsSimd(!scalar_only);
 }

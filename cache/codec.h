@@ -82,6 +82,21 @@ Result<std::vector<uint8_t>> EncodeExtent(const ExtentView& src, const CodecSpec
 // validated before the first write, so on error the destination pages are untouched.
 Status DecodeExtent(std::span<const uint8_t> bytes, const ExtentView& dst);
 
+// Decodes one page of one layer of an encoded extent — page `page_in_extent` (tokens
+// [page_in_extent * page_tokens, +page_tokens) of the extent) of layer `layer` — into page
+// `dst_page` of `pool` (K and V of every KV head), writing nothing else. Bit-exact with the same
+// slice of DecodeExtent. The codecs are per token per head (q8, f16) or per layer (q4 keys), so a
+// page decodes on its own; a zstd payload is decompressed whole first (keep hot records plain:
+// DecompressExtent). Only the scales the page uses are validated; Corruption for malformed
+// input, InvalidArgument when the pool's page geometry differs from the extent's or the page or
+// layer is out of range. On error nothing is written.
+Status DecodeExtentPage(std::span<const uint8_t> bytes, int layer, int page_in_extent,
+                        const kernels::KvPool& pool, int32_t dst_page);
+
+// The same extent without zstd (header flag cleared, payload decompressed); a plain extent is
+// copied. Corruption for malformed input.
+Result<std::vector<uint8_t>> DecompressExtent(std::span<const uint8_t> bytes);
+
 // For tests and benchmarks: turns the F16C row conversions off (true) or back on (false).
 // Returns the previous setting. Not for concurrent use with running codecs.
 bool SetCodecScalarOnlyForTesting(bool scalar_only);

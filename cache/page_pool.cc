@@ -127,7 +127,7 @@ Status SequenceKv::AdoptPrefix(std::span<const std::vector<int32_t>> tables) {
   }
   for (size_t l = 0; l < tables.size(); ++l) {
     for (int32_t page : tables[l]) {
-      pool_.Ref(page);
+      if (page >= 0) pool_.Ref(page);  // < 0: a cold page (not on the device)
       tables_[l].push_back(page);
     }
   }
@@ -139,7 +139,7 @@ void SequenceKv::Truncate(int64_t n_tokens) {
   const size_t keep = static_cast<size_t>((n_tokens + page_tokens - 1) / page_tokens);
   for (auto& table : tables_) {
     while (table.size() > keep) {
-      pool_.Free(table.back());
+      if (table.back() >= 0) pool_.Free(table.back());
       table.pop_back();
     }
   }

@@ -80,7 +80,9 @@ class SequenceKv {
   void Truncate(int64_t n_tokens);
   // Starts an empty sequence with shared pages (a cached prefix): tables[l] are layer l's
   // pages for positions [0, 16 * tables[l].size()). Each page gains a reference; those pages
-  // must not be written (their tokens are already computed). InvalidArgument unless the
+  // must not be written (their tokens are already computed). Entries < 0 are cold pages (a
+  // lower tier holds them, cache/tier_manager.h ColdEntry): kept as they are, never freed.
+  // InvalidArgument unless the
   // sequence is empty and every layer gets the same number of pages.
   Status AdoptPrefix(std::span<const std::vector<int32_t>> tables);
 

@@ -1,12 +1,24 @@
 #include "cache/tier_manager.h"
 
 #include <algorithm>
+#include <chrono>
 #include <cstdio>
+#include <cstring>
+
+#include "base/sha256.h"
+#include "kernels/cpu/retrieval.h"
 
 namespace kvtier::cache {
 namespace {
 
 storage::ExtentKey StorageKey(const ExtentKey& k) { return k.bytes; }
+
+// SegmentStore codec byte of a digest record (extent records use their Codec id, 1..3).
+constexpr uint8_t kDigestRecordCodec = 0xD1;
+
+double MsSince(std::chrono::steady_clock::time_point t0) {
+  return std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
+}
 
 std::string PinKey(std::string_view ns, std::string_view name) {
   std::string k(ns);
@@ -27,6 +39,7 @@ TierManager::TierManager(PagePool& pool, const ExtentShape& shape, KeyScheme sch
 }
 
 TierManager::~TierManager() {
+  while (!hot_.empty()) DropHot(hot_.begin());
   pins_.clear();
   while (!device_map_.empty()) DropDevice(device_map_.begin());
 }
@@ -70,14 +83,28 @@ std::vector<TierProbe> TierManager::Probes() const {
 }
 
 Result<PrefixHit> TierManager::AcquirePrefix(std::string_view ns, std::span<const int32_t> tokens,
-                                             int64_t max_tokens) {
-  PrefixHit hit;
-  hit.page_tables.resize(shape_.n_layers);
-  const int64_t extent_tokens = shape_.tokens();
+                                             int64_t max_tokens, PromoteMode mode,
+                                             int64_t reserve_pages) {
   const int64_t usable = std::clamp<int64_t>(max_tokens, 0, static_cast<int64_t>(tokens.size()));
   const std::vector<TierProbe> probes = Probes();
   PrefixMatch match = index_.Lookup(ns, tokens.first(usable), probes);
   if (match.matched_extents < static_cast<int64_t>(match.keys.size())) ++device_.misses;
+  if (mode == PromoteMode::kWholeIfFits) {
+    int64_t lower = 0;
+    for (int64_t i = 0; i < match.matched_extents; ++i) lower += device_map_.count(match.keys[i]) == 0;
+    const int64_t need =
+        lower * shape_.n_layers * shape_.extent_pages + std::max<int64_t>(0, reserve_pages);
+    mode = lower == 0 || EnsureFreePages(need).ok() ? PromoteMode::kWhole : PromoteMode::kSelected;
+  }
+  if (mode == PromoteMode::kSelected) return AcquireSelected(ns, match, probes);
+  return AcquireWhole(ns, match, probes);
+}
+
+Result<PrefixHit> TierManager::AcquireWhole(std::string_view ns, PrefixMatch& match,
+                                            const std::vector<TierProbe>& probes) {
+  PrefixHit hit;
+  hit.page_tables.resize(shape_.n_layers);
+  const int64_t extent_tokens = shape_.tokens();
 
   // Extents only on disk are read all at once (many I/Os in flight).
   std::vector<storage::ExtentKey> disk_keys;
@@ -131,8 +158,13 @@ Result<PrefixHit> TierManager::AcquirePrefix(std::string_view ns, std::span<cons
 
   // 2. Decode into the pages, extents in parallel (each writes only its own pages).
   auto decode = [&](int64_t begin, int64_t end) {
+    std::vector<kernels::PageRef> refs;
     for (int64_t j = begin; j < end; ++j) {
       promotions[j].status = DecodeExtent(promotions[j].bytes, View(promotions[j].pages));
+      if (!promotions[j].status.ok()) continue;
+      refs.clear();  // pages filled by a copy get their digests here
+      for (int32_t page : promotions[j].pages) refs.push_back({page, 0, shape_.page_tokens});
+      kernels::UpdateDigests(pool_.view(), refs);
     }
   };
   if (options_.threads != nullptr && promotions.size() > 1) {
@@ -200,6 +232,8 @@ Status TierManager::Publish(std::string_view ns, std::span<const int32_t> tokens
     }
     ASSIGN_OR_RETURN(std::vector<int32_t> pages,
                      ExtentPageIds(page_tables, static_cast<int64_t>(i), shape_.extent_pages));
+    // A cold extent (PromoteMode::kSelected) is cached in a lower tier already.
+    if (std::any_of(pages.begin(), pages.end(), [](int32_t p) { return p < 0; })) continue;
     for (int32_t p : pages) pool_.Ref(p);
     InsertDevice(keys[i], std::move(pages));
     owner_ns_.emplace(keys[i], std::string(ns));
@@ -219,6 +253,18 @@ void TierManager::WriteThrough() {
     auto it = device_map_.find(key);
     if (it == device_map_.end()) continue;  // evicted meanwhile
     const ExtentView view = View(it->second.pages);
+    std::shared_ptr<const std::vector<uint16_t>> digests = FindDigests(key);
+    if (!digests) {
+      digests = DigestsOfPages(it->second.pages);
+      RememberDigests(key, digests);
+    }
+    if (options_.disk != nullptr && !options_.disk->Contains(DigestRecordKey(key))) {
+      const auto* d = reinterpret_cast<const uint8_t*>(digests->data());
+      Status s = options_.disk->Put(DigestRecordKey(key), kDigestRecordCodec,
+                                    digests->size() * sizeof(uint16_t),
+                                    std::span<const uint8_t>(d, digests->size() * 2));
+      if (s.ok()) wrote_disk = true;
+    }
     if (host_ && !host_->Contains(key)) {
       Status s = host_->PutExtent(key, view);
       if (!s.ok() && s.code() != StatusCode::kResourceExhausted) ++write_errors_;
@@ -257,10 +303,15 @@ Status TierManager::EnsureFreePages(int64_t pages) {
     if (host_ && !host_->Contains(entry->first)) {
       (void)host_->PutExtent(entry->first, View(entry->second.pages));
     }
+    if (!FindDigests(entry->first)) {
+      RememberDigests(entry->first, DigestsOfPages(entry->second.pages));
+    }
     auto next = std::next(it);
     DropDevice(entry);
     ++device_.evictions;
     it = next;
+  }
+  while (pool_.free_pages() < pages && EvictOneHot()) {
   }
   if (pool_.free_pages() < pages) {
     return ResourceExhaustedError("KV page pool full: " + std::to_string(pages) +
@@ -310,6 +361,19 @@ Result<uint64_t> TierManager::Evict(std::string_view ns, std::string_view tier) 
     if (options_.disk != nullptr && (all || tier == "disk")) {
       uint64_t removed = 0;
       if (options_.disk->Remove(StorageKey(key), &removed).ok()) freed += removed;
+      if (options_.disk->Remove(DigestRecordKey(key), &removed).ok()) freed += removed;
+    }
+  }
+  if (all || tier == "device") {  // hot pages of the namespace's extents
+    std::unordered_map<ExtentKey, bool, ExtentKeyHash> mine;
+    for (const ExtentKey& key : owned) mine.emplace(key, true);
+    for (auto it = hot_.begin(); it != hot_.end();) {
+      auto next = std::next(it);
+      if (mine.count(it->first.key) != 0 && pool_.refs(it->second.page) == 1) {
+        freed += pool_.page_bytes();
+        DropHot(it);
+      }
+      it = next;
     }
   }
   return freed;
@@ -328,7 +392,285 @@ TierStatsSnapshot TierManager::Stats() const {
     s.disk_io_engine = std::string(options_.disk->io_engine_name());
   }
   s.disk_write_errors = write_errors_;
+  s.promotion = promotion_;
+  s.promotion.hot_pages = static_cast<int64_t>(hot_.size());
+  s.hot_capacity_pages = options_.hot_cache_pages;
   return s;
+}
+
+storage::ExtentKey TierManager::DigestRecordKey(const ExtentKey& key) {
+  Sha256 h;
+  h.UpdateField("kvtier-extent-digests-v1");
+  h.Update(key.bytes.data(), key.bytes.size());
+  const auto d = h.Finish();
+  storage::ExtentKey out;
+  std::memcpy(out.data(), d.data(), out.size());
+  return out;
+}
+
+// ---- Selected-page promotion --------------------------------------------------------------
+
+size_t TierManager::ExtentDigestHalfs() const {
+  return static_cast<size_t>(shape_.n_layers) * shape_.extent_pages * pool_.view().DigestHalfs();
+}
+
+std::shared_ptr<const std::vector<uint16_t>> TierManager::DigestsOfPages(
+    std::span<const int32_t> pages) const {
+  const size_t dh = pool_.view().DigestHalfs();
+  auto d = std::make_shared<std::vector<uint16_t>>(pages.size() * dh);
+  for (size_t i = 0; i < pages.size(); ++i) {
+    std::memcpy(d->data() + i * dh, pool_.view().Digest(pages[i]), dh * sizeof(uint16_t));
+  }
+  return d;
+}
+
+void TierManager::RememberDigests(const ExtentKey& key,
+                                  std::shared_ptr<const std::vector<uint16_t>> d) {
+  if (!d || digests_.count(key) != 0) return;
+  const uint64_t bytes = d->size() * sizeof(uint16_t);
+  while (!digest_lru_.empty() && digest_bytes_ + bytes > options_.digest_cache_bytes) {
+    auto it = digests_.find(digest_lru_.back());
+    digest_bytes_ -= it->second.digests->size() * sizeof(uint16_t);
+    digests_.erase(it);
+    digest_lru_.pop_back();
+  }
+  if (bytes > options_.digest_cache_bytes) return;
+  digest_lru_.push_front(key);
+  digests_.emplace(key, DigestEntry{std::move(d), digest_lru_.begin()});
+  digest_bytes_ += bytes;
+}
+
+std::shared_ptr<const std::vector<uint16_t>> TierManager::FindDigests(const ExtentKey& key) {
+  auto it = digests_.find(key);
+  if (it == digests_.end()) return nullptr;
+  digest_lru_.splice(digest_lru_.begin(), digest_lru_, it->second.lru);
+  return it->second.digests;
+}
+
+Result<std::shared_ptr<const std::vector<uint16_t>>> TierManager::ComputeDigests(
+    std::span<const uint8_t> encoded) {
+  const kernels::KvPool& v = pool_.view();
+  const int n_pages = shape_.n_layers * shape_.extent_pages;
+  std::vector<uint16_t> kv(static_cast<size_t>(n_pages) * v.PageBytes() / 2);
+  auto digests = std::make_shared<std::vector<uint16_t>>(ExtentDigestHalfs());
+  kernels::KvPool scratch = v;
+  scratch.base = kv.data();
+  scratch.digests = digests->data();
+  std::vector<int32_t> ids(n_pages);
+  std::vector<kernels::PageRef> refs(n_pages);
+  for (int i = 0; i < n_pages; ++i) {
+    ids[i] = i;
+    refs[i] = kernels::PageRef{i, 0, shape_.page_tokens};
+  }
+  RETURN_IF_ERROR(DecodeExtent(encoded, ExtentView{scratch, shape_, ids}));
+  kernels::UpdateDigests(scratch, refs);
+  return std::shared_ptr<const std::vector<uint16_t>>(std::move(digests));
+}
+
+Result<std::shared_ptr<const std::vector<uint8_t>>> TierManager::RecordForPages(
+    const ExtentKey& key, bool* from_disk) {
+  if (last_disk_ && last_disk_key_ == key) {  // read from disk before, kept in RAM
+    *from_disk = false;
+    return last_disk_;
+  }
+  if (host_) {
+    if (auto bytes = host_->Get(key)) {
+      *from_disk = false;
+      return bytes;
+    }
+  }
+  if (options_.disk == nullptr) return NotFoundError("cold extent is in no tier");
+  auto read = options_.disk->Get(StorageKey(key));
+  if (!read.ok()) return read.status();
+  ++promotion_.disk_reads;
+  promotion_.disk_bytes_read += read->bytes().size();
+  auto plain = DecompressExtent(read->bytes());
+  if (!plain.ok()) {
+    (void)options_.disk->Remove(StorageKey(key));
+    return plain.status();
+  }
+  auto bytes = std::make_shared<const std::vector<uint8_t>>(std::move(plain).value());
+  // Later misses of other pages and layers of this extent decode from RAM.
+  if (host_) (void)host_->Put(key, *bytes);
+  last_disk_key_ = key;
+  last_disk_ = bytes;
+  *from_disk = true;
+  return std::shared_ptr<const std::vector<uint8_t>>(bytes);
+}
+
+Result<PrefixHit> TierManager::AcquireSelected(std::string_view ns, PrefixMatch& match,
+                                               const std::vector<TierProbe>& probes) {
+  PrefixHit hit;
+  hit.page_tables.resize(shape_.n_layers);
+  const int64_t extent_tokens = shape_.tokens();
+  const int64_t matched = match.matched_extents;
+  // 1. Digests of every extent that stays cold: RAM, else the disk's digest records (all reads
+  //    in flight at once), else decoded from the extent itself.
+  std::vector<std::shared_ptr<const std::vector<uint16_t>>> digests(matched);
+  std::vector<int64_t> from_disk;
+  std::vector<storage::ExtentKey> disk_keys;
+  for (int64_t i = 0; i < matched; ++i) {
+    if (device_map_.count(match.keys[i]) != 0) continue;
+    digests[i] = FindDigests(match.keys[i]);
+    if (!digests[i] && options_.disk != nullptr) {
+      from_disk.push_back(i);
+      disk_keys.push_back(DigestRecordKey(match.keys[i]));
+    }
+  }
+  if (!disk_keys.empty()) {
+    std::vector<Result<storage::StoredExtent>> reads = options_.disk->MultiGet(disk_keys);
+    for (size_t j = 0; j < reads.size(); ++j) {
+      if (!reads[j].ok() || reads[j]->bytes().size() != ExtentDigestHalfs() * 2) continue;
+      auto d = std::make_shared<std::vector<uint16_t>>(ExtentDigestHalfs());
+      std::memcpy(d->data(), reads[j]->bytes().data(), d->size() * 2);
+      digests[from_disk[j]] = d;
+      RememberDigests(match.keys[from_disk[j]], digests[from_disk[j]]);
+      ++promotion_.digests_from_disk;
+    }
+  }
+  int64_t served = matched;
+  for (int64_t i = 0; i < matched; ++i) {
+    if (device_map_.count(match.keys[i]) != 0 || digests[i]) continue;
+    bool disk = false;
+    auto record = RecordForPages(match.keys[i], &disk);
+    Result<std::shared_ptr<const std::vector<uint16_t>>> d =
+        record.ok() ? ComputeDigests(**record) : Result<std::shared_ptr<const std::vector<uint16_t>>>(record.status());
+    if (!d.ok()) {
+      std::fprintf(stderr, "kvtier: cached extent %s not used: %s\n",
+                   match.keys[i].Hex().substr(0, 16).c_str(), d.status().ToString().c_str());
+      if (record.ok()) {
+        if (host_) host_->Erase(match.keys[i]);
+        if (options_.disk != nullptr) (void)options_.disk->Remove(StorageKey(match.keys[i]));
+      }
+      served = i;
+      break;
+    }
+    digests[i] = *d;
+    RememberDigests(match.keys[i], digests[i]);
+    ++promotion_.digests_recomputed;
+  }
+  // 2. The page tables: device extents as they are, the others cold.
+  for (int64_t i = 0; i < served; ++i) {
+    const ExtentKey& key = match.keys[i];
+    auto dev = device_map_.find(key);
+    if (dev != device_map_.end()) {
+      ++device_.hits;
+      device_lru_.splice(device_lru_.begin(), device_lru_, dev->second.lru);
+      for (int l = 0; l < shape_.n_layers; ++l) {
+        const auto first =
+            dev->second.pages.begin() + static_cast<ptrdiff_t>(l) * shape_.extent_pages;
+        hit.page_tables[l].insert(hit.page_tables[l].end(), first, first + shape_.extent_pages);
+      }
+      hit.tokens_from_device += extent_tokens;
+      continue;
+    }
+    const int64_t c = static_cast<int64_t>(hit.cold.size());
+    hit.cold.push_back(ColdExtent{key, digests[i]});
+    for (int l = 0; l < shape_.n_layers; ++l) {
+      for (int p = 0; p < shape_.extent_pages; ++p) {
+        hit.page_tables[l].push_back(ColdEntry(c, p, shape_.extent_pages));
+      }
+    }
+    (probes[match.tier_of[i]].name == "host" ? hit.tokens_from_host : hit.tokens_from_disk) +=
+        extent_tokens;
+    hit.tokens_cold += extent_tokens;
+    owner_ns_.emplace(key, std::string(ns));
+  }
+  hit.tokens = served * extent_tokens;
+  hit.lease = index_.Acquire(std::span<const ExtentKey>(match.keys).first(served));
+  return hit;
+}
+
+void TierManager::DropHot(HotMap::iterator it) {
+  pool_.Free(it->second.page);
+  hot_lru_.erase(it->second.lru);
+  hot_.erase(it);
+}
+
+bool TierManager::EvictOneHot() {
+  for (auto it = hot_lru_.end(); it != hot_lru_.begin();) {
+    --it;
+    auto entry = hot_.find(*it);
+    if (entry->second.stamp == hot_stamp_) continue;  // in use by the current call
+    DropHot(entry);
+    return true;
+  }
+  return false;
+}
+
+Result<int32_t> TierManager::HotPage() {
+  while (static_cast<int64_t>(hot_.size()) >= options_.hot_cache_pages && EvictOneHot()) {
+  }
+  if (pool_.free_pages() == 0) RETURN_IF_ERROR(EnsureFreePages(1));
+  return pool_.Allocate();
+}
+
+Status TierManager::PromotePages(std::span<const ColdPageRef> refs, std::span<int32_t> pages) {
+  const auto t0 = std::chrono::steady_clock::now();
+  ++hot_stamp_;
+  std::vector<size_t> misses;
+  for (size_t i = 0; i < refs.size(); ++i) {
+    auto it = hot_.find(HotKey{*refs[i].key, refs[i].layer, refs[i].page_in_extent});
+    if (it == hot_.end()) {
+      misses.push_back(i);
+      continue;
+    }
+    it->second.stamp = hot_stamp_;
+    hot_lru_.splice(hot_lru_.begin(), hot_lru_, it->second.lru);
+    pages[i] = it->second.page;
+    ++promotion_.hot_hits;
+  }
+  // Misses grouped by extent: each record is fetched once per call.
+  std::stable_sort(misses.begin(), misses.end(), [&](size_t a, size_t b) {
+    return refs[a].key->bytes < refs[b].key->bytes;
+  });
+  std::shared_ptr<const std::vector<uint8_t>> record;
+  const ExtentKey* record_key = nullptr;
+  bool record_from_disk = false;
+  Status status;
+  for (size_t i : misses) {
+    const ColdPageRef& r = refs[i];
+    const HotKey hk{*r.key, r.layer, r.page_in_extent};
+    if (auto it = hot_.find(hk); it != hot_.end()) {  // a duplicate in refs
+      pages[i] = it->second.page;
+      continue;
+    }
+    if (record_key == nullptr || !(*record_key == *r.key)) {
+      auto got = RecordForPages(*r.key, &record_from_disk);
+      if (!got.ok()) {
+        status = got.status().WithContext("promoting a cold page");
+        break;
+      }
+      record = std::move(got).value();
+      record_key = r.key;
+    } else if (record_from_disk) {
+      record_from_disk = false;  // the record is in RAM now: later pages count as host
+    }
+    auto page = HotPage();
+    if (!page.ok()) {
+      status = page.status().WithContext("promoting a cold page");
+      break;
+    }
+    Status s = DecodeExtentPage(*record, r.layer, r.page_in_extent, pool_.view(), *page);
+    if (!s.ok()) {
+      pool_.Free(*page);
+      std::fprintf(stderr, "kvtier: cached extent %s not decodable: %s\n",
+                   r.key->Hex().substr(0, 16).c_str(), s.ToString().c_str());
+      if (host_) host_->Erase(*r.key);
+      if (options_.disk != nullptr) (void)options_.disk->Remove(StorageKey(*r.key));
+      last_disk_.reset();
+      status = s;
+      break;
+    }
+    hot_lru_.push_front(hk);
+    hot_.emplace(hk, HotEntry{*page, hot_stamp_, hot_lru_.begin()});
+    pages[i] = *page;
+    ++promotion_.hot_misses;
+    ++(record_from_disk ? promotion_.pages_from_disk : promotion_.pages_from_host);
+    promotion_.bytes_decompressed += pool_.page_bytes();
+  }
+  promotion_.promote_ms += MsSince(t0);
+  return status;
 }
 
 }  // namespace kvtier::cache

@@ -14,6 +14,16 @@
 //            surviving restarts, LRU by segment under its disk budget.
 // Publishing writes an extent through to host and disk; a hit in a lower tier is decoded into
 // fresh device pages (and copied up into host when it came from disk).
+//
+// Selected-page promotion (DESIGN §5, engine/README.md): AcquirePrefix with
+// PromoteMode::kSelected (or kWholeIfFits when the whole prefix does not fit on the device)
+// leaves extents that are not on the device *cold*: their page-table entries are negative
+// (ColdEntry) and only their digests come back (ColdExtent). PromotePages then brings single
+// pages of single layers onto the device, decoded from the host tier's record (a disk miss reads
+// the record once and keeps it, zstd stripped, in the host tier), into a *hot cache*: an LRU of
+// (extent, layer, page) -> device page under hot_cache_pages. Digests of every published extent
+// are kept in RAM (DigestStore, LRU under digest_cache_bytes) and on disk next to the extent
+// (a separate record under DigestRecordKey), so a cold extent is scored without decoding it.
 #pragma once
 
 #include <cstdint>
@@ -52,6 +62,55 @@ struct TierOptions {
   storage::SegmentStore* disk = nullptr;  // borrowed; null: no disk tier
   CodecSpec disk_codec{Codec::kQ8, /*zstd=*/true};
   kernels::ThreadPool* threads = nullptr;  // borrowed: decodes promoted extents in parallel
+  int64_t hot_cache_pages = 0;              // hot cache of promoted single pages (see above)
+  uint64_t digest_cache_bytes = 256ull << 20;  // resident digests of cold extents
+};
+
+// How AcquirePrefix brings extents that are not on the device.
+enum class PromoteMode {
+  kWhole,        // every page of every extent is decoded onto the device (dense requests)
+  kSelected,     // none: they stay cold; PromotePages brings single pages (sparse requests)
+  kWholeIfFits,  // kWhole when the extents plus `reserve_pages` fit on the device, else kSelected
+};
+
+// A cold extent of a sequence: its KV is in the host or disk tier; its digests are resident,
+// [layer][page in extent][kv_head][2][head_dim] f16 (kernels::KvPool digest layout per page).
+struct ColdExtent {
+  ExtentKey key;
+  std::shared_ptr<const std::vector<uint16_t>> digests;
+};
+
+// Page-table entry of page `page_in_extent` of cold extent `cold_index` (negative), and back.
+inline int32_t ColdEntry(int64_t cold_index, int page_in_extent, int extent_pages = kExtentPages) {
+  return -1 - static_cast<int32_t>(cold_index * extent_pages + page_in_extent);
+}
+inline int64_t ColdIndexOf(int32_t entry, int extent_pages = kExtentPages) {
+  return (-1 - static_cast<int64_t>(entry)) / extent_pages;
+}
+inline int ColdPageOf(int32_t entry, int extent_pages = kExtentPages) {
+  return static_cast<int>((-1 - static_cast<int64_t>(entry)) % extent_pages);
+}
+
+// One page of one layer of a cold extent, to promote.
+struct ColdPageRef {
+  const ExtentKey* key = nullptr;
+  int layer = 0;
+  int page_in_extent = 0;
+};
+
+// Selected-page promotion counters, cumulative since construction.
+struct PromotionCounters {
+  int64_t hot_hits = 0;         // requested pages already in the hot cache
+  int64_t hot_misses = 0;       // pages decoded into the hot cache
+  int64_t pages_from_host = 0;  // misses decoded from a record the host tier had
+  int64_t pages_from_disk = 0;  // misses whose record was read from disk
+  uint64_t bytes_decompressed = 0;  // f16 KV bytes written by page decodes (misses x page bytes)
+  uint64_t disk_bytes_read = 0;     // extent records read from disk for page misses
+  int64_t disk_reads = 0;
+  int64_t digests_from_disk = 0;     // cold extents whose digests were read from disk
+  int64_t digests_recomputed = 0;    // cold extents whose digests had to be computed by decoding
+  double promote_ms = 0;             // time in PromotePages (decode, disk reads)
+  int64_t hot_pages = 0;             // now in the hot cache
 };
 
 // What a prefix lookup brought onto the device.
@@ -59,8 +118,11 @@ struct PrefixHit {
   int64_t tokens = 0;  // cached tokens (a multiple of the extent size)
   int64_t tokens_from_device = 0, tokens_from_host = 0, tokens_from_disk = 0;
   uint64_t bytes_promoted = 0;  // encoded bytes decoded into device pages
-  // Per layer, the pages of positions [0, tokens): ready for SequenceKv::AdoptPrefix.
+  // Per layer, the pages of positions [0, tokens): ready for SequenceKv::AdoptPrefix. Entries
+  // < 0 are cold (ColdEntry into `cold`), only with PromoteMode kSelected.
   std::vector<std::vector<int32_t>> page_tables;
+  std::vector<ColdExtent> cold;
+  int64_t tokens_cold = 0;  // of tokens_from_host/disk: left cold (not promoted)
   ExtentLease lease;  // keeps the matched extents from being evicted while the sequence lives
 };
 
@@ -70,6 +132,8 @@ struct TierStatsSnapshot {
   storage::SegmentStoreStats disk;
   bool has_host = false, has_disk = false;
   std::string disk_io_engine;  // "io_uring" or "threads"
+  PromotionCounters promotion;  // selected-page promotion and the hot cache
+  int64_t hot_capacity_pages = 0;
   int64_t disk_write_errors = 0;  // write-through failures (the request still succeeds)
 };
 
@@ -85,8 +149,18 @@ class TierManager {
   // stay valid while the caller holds them (adopt them into a SequenceKv before calling
   // anything else here). An extent that fails to decode ends the prefix there (it is dropped
   // from its tier and counted), so bad data is recomputed, never served.
+  // With PromoteMode::kSelected the extents not on the device stay cold (see the file comment).
   Result<PrefixHit> AcquirePrefix(std::string_view ns, std::span<const int32_t> tokens,
-                                  int64_t max_tokens);
+                                  int64_t max_tokens, PromoteMode mode = PromoteMode::kWhole,
+                                  int64_t reserve_pages = 0);
+
+  // Device pages holding the cold pages `refs` (keys of extents the caller leases), in order,
+  // into `pages`: hot-cache hits, or decoded now. The pages stay valid until the next
+  // PromotePages or EnsureFreePages call. ResourceExhausted when the device cannot hold them
+  // (the hot cache may exceed hot_cache_pages during one call, not the pool); NotFound/Corruption
+  // when no tier can serve a record (it is dropped from the tier that served it).
+  Status PromotePages(std::span<const ColdPageRef> refs, std::span<int32_t> pages);
+  const PromotionCounters& promotion_counters() const { return promotion_; }
 
   // Publishes the whole extents of a sequence's first n_tokens tokens: the device tier takes a
   // reference on their pages. Extents already cached are only touched (LRU).
@@ -98,8 +172,9 @@ class TierManager {
   // counted and logged, not returned: the device tier keeps serving.
   void WriteThrough();
 
-  // Evicts least-recently-used device extents no sequence holds until `pages` pages are free
-  // in the pool. ResourceExhausted when that is impossible.
+  // Evicts least-recently-used device extents no sequence holds, then hot-cache pages not in
+  // use by the current PromotePages call, until `pages` pages are free in the pool.
+  // ResourceExhausted when that is impossible.
   Status EnsureFreePages(int64_t pages);
 
   // Pins the whole extents of `tokens` in `ns` under `name` (they must be cached: call after
@@ -113,6 +188,8 @@ class TierManager {
   Result<uint64_t> Evict(std::string_view ns, std::string_view tier);
 
   TierStatsSnapshot Stats() const;
+  // Disk key of the digest record of the extent `key` (SHA-256 of a label and the key).
+  static storage::ExtentKey DigestRecordKey(const ExtentKey& key);
   const KeyScheme& scheme() const { return index_.scheme(); }
 
  private:
@@ -127,6 +204,47 @@ class TierManager {
   void InsertDevice(const ExtentKey& key, std::vector<int32_t> pages);
   std::vector<TierProbe> Probes() const;
   ExtentView View(std::span<const int32_t> pages) const;
+  Result<PrefixHit> AcquireWhole(std::string_view ns, PrefixMatch& match,
+                                 const std::vector<TierProbe>& probes);
+  Result<PrefixHit> AcquireSelected(std::string_view ns, PrefixMatch& match,
+                                    const std::vector<TierProbe>& probes);
+
+  // Digests: [layer][page][DigestHalfs] f16 of an extent.
+  size_t ExtentDigestHalfs() const;
+  std::shared_ptr<const std::vector<uint16_t>> DigestsOfPages(std::span<const int32_t> pages) const;
+  void RememberDigests(const ExtentKey& key, std::shared_ptr<const std::vector<uint16_t>> d);
+  std::shared_ptr<const std::vector<uint16_t>> FindDigests(const ExtentKey& key);
+  // Decodes a whole encoded extent into scratch pages to compute its digests (the fallback when
+  // neither RAM nor disk has them).
+  Result<std::shared_ptr<const std::vector<uint16_t>>> ComputeDigests(
+      std::span<const uint8_t> encoded);
+  // The encoded record of a cold extent for page decodes: host tier, else disk (then kept in the
+  // host tier without zstd, and in last_disk_ for the rest of this call).
+  Result<std::shared_ptr<const std::vector<uint8_t>>> RecordForPages(const ExtentKey& key,
+                                                                     bool* from_disk);
+
+  struct HotKey {
+    ExtentKey key;
+    int32_t layer = 0;
+    int32_t page = 0;
+    bool operator==(const HotKey&) const = default;
+  };
+  struct HotKeyHash {
+    size_t operator()(const HotKey& k) const {
+      return ExtentKeyHash()(k.key) ^ (static_cast<size_t>(k.layer) * 131 + k.page) * 0x9E3779B9u;
+    }
+  };
+  struct HotEntry {
+    int32_t page = 0;
+    uint64_t stamp = 0;       // the PromotePages call that last used it
+    std::list<HotKey>::iterator lru;
+  };
+  using HotMap = std::unordered_map<HotKey, HotEntry, HotKeyHash>;
+  // Drops the least recently used hot page not used by the current call; false if none.
+  bool EvictOneHot();
+  void DropHot(HotMap::iterator it);
+  // A free device page for the hot cache (evicting as needed).
+  Result<int32_t> HotPage();
 
   PagePool& pool_;
   const ExtentShape shape_;
@@ -142,6 +260,24 @@ class TierManager {
   std::vector<ExtentKey> pending_write_through_;
   std::unordered_map<std::string, PinHandle> pins_;  // by ns + '\0' + name
   int64_t write_errors_ = 0;
+
+  // Resident digests (RAM), LRU under options_.digest_cache_bytes.
+  struct DigestEntry {
+    std::shared_ptr<const std::vector<uint16_t>> digests;
+    std::list<ExtentKey>::iterator lru;
+  };
+  std::unordered_map<ExtentKey, DigestEntry, ExtentKeyHash> digests_;
+  std::list<ExtentKey> digest_lru_;
+  uint64_t digest_bytes_ = 0;
+
+  // Hot cache of promoted single pages.
+  HotMap hot_;
+  std::list<HotKey> hot_lru_;  // front: most recently used
+  uint64_t hot_stamp_ = 0;     // the current PromotePages call
+  PromotionCounters promotion_;
+  // The last disk record read for page decodes (plain), reused while one call walks its pages.
+  ExtentKey last_disk_key_;
+  std::shared_ptr<const std::vector<uint8_t>> last_disk_;
 };
 
 }  // namespace kvtier::cache

@@ -165,6 +165,9 @@ Status CudaForwardPass::CheckKv(const KvView& kv, int64_t end_pos) const {
       kv.pool.head_dim != pool_.head_dim) {
     return ForwardError("KvView page geometry differs from the device pool's");
   }
+  if (kv.resolver != nullptr) {
+    return ForwardError("cold pages (KvView::resolver) are not supported by the CUDA pass yet");
+  }
   if (end_pos > options_.max_context_tokens) {
     return ForwardError("context of " + std::to_string(end_pos) + " tokens exceeds max_context " +
                         std::to_string(options_.max_context_tokens));

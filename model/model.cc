@@ -298,12 +298,22 @@ Status ForwardPass::RunBatch(std::span<const int32_t> tokens, int32_t n_past, co
                          c.rope_freq_base, c.rope_freq_scale);
     for (int64_t t = 0; t < n; ++t) {
       const int32_t pos = positions_[t];
+      if (table[pos / page_tokens] < 0) {
+        return InvalidArgumentError("forward: position " + std::to_string(pos) +
+                                    " is in a cold page");
+      }
       slots_[t] = kernels::PageRef{table[pos / page_tokens], pos % page_tokens, 1};
     }
     kernels::WriteKv(kv.pool, std::span(slots_.data(), n), k_.data(), v_.data(), n);
     for (int64_t p = 0; p < n_pages; ++p) {
       const int32_t first = static_cast<int32_t>(p * page_tokens);
       pages_[p] = kernels::PageRef{table[p], first, std::min(page_tokens, total - first)};
+    }
+    const bool has_cold =
+        kv.resolver != nullptr &&
+        std::any_of(table.begin(), table.begin() + n_pages, [](int32_t p) { return p < 0; });
+    if (has_cold) {
+      for (int64_t p = 0; p < n_pages; ++p) pages_[p].page = static_cast<int32_t>(p);
     }
     profile_.other_ms += MsSince(t0);
 
@@ -317,11 +327,29 @@ Status ForwardPass::RunBatch(std::span<const int32_t> tokens, int32_t n_past, co
       const int k_pages =
           std::max(0, sparse_.budget_tokens / page_tokens - sink_pages - window_pages);
       kernels::SelectProfile sel;
+      kernels::KvPool score_pool = kv.pool;
+      if (has_cold) {
+        // pages_ holds logical page indices: score from the gathered digests of hot and cold
+        // pages alike (cold pages keep their digests resident).
+        t0 = Clock::now();
+        const size_t dh = kv.pool.DigestHalfs();
+        gathered_digests_.resize(static_cast<size_t>(n_pages) * dh);
+        for (int64_t p = 0; p < n_pages; ++p) {
+          const uint16_t* src = table[p] >= 0 ? kv.pool.Digest(table[p])
+                                              : kv.resolver->ColdDigest(l, table[p]);
+          std::memcpy(gathered_digests_.data() + p * dh, src, dh * sizeof(uint16_t));
+        }
+        score_pool.digests = gathered_digests_.data();
+        profile_.score_ms += MsSince(t0);
+      }
       const kernels::SelectShape shape =
-          kernels::SelectPages(kv.pool, pages_, sink_pages, recent_pages, k_pages, q_.data(), n,
-                               c.n_heads, scale, &selected_, threads_, &sel);
+          kernels::SelectPages(score_pool, pages_, sink_pages, recent_pages, k_pages, q_.data(),
+                               n, c.n_heads, scale, &selected_, threads_, &sel);
       profile_.score_ms += sel.score_ms;
       profile_.select_ms += sel.select_ms;
+      if (!shape.all() && has_cold) {
+        RETURN_IF_ERROR(ResolveCold(kv, l, table, selected_));
+      }
       if (!shape.all()) {
         t0 = Clock::now();
         kernels::PagedAttentionPerKvHead(kv.pool, selected_, shape.selected(), q_.data(),
@@ -334,6 +362,9 @@ Status ForwardPass::RunBatch(std::span<const int32_t> tokens, int32_t n_past, co
       }
     }
     if (!sparse_done) {
+      if (has_cold) {
+        RETURN_IF_ERROR(ResolveCold(kv, l, table, std::span(pages_.data(), n_pages)));
+      }
       t0 = Clock::now();
       kernels::PagedAttention(kv.pool, pages_, q_.data(), positions_.data(), n, c.n_heads, scale,
                               attn_.data(), threads_);
@@ -366,6 +397,7 @@ Status ForwardPass::RunBatch(std::span<const int32_t> tokens, int32_t n_past, co
     profile_.other_ms += MsSince(t0);
   }
 
+  if (kv.resolver != nullptr) kv.resolver->EndStep();
   if (mode == LogitsMode::kNone) return Status::Ok();
   t0 = Clock::now();
   const int64_t first_row = mode == LogitsMode::kLast ? n - 1 : 0;
@@ -376,6 +408,29 @@ Status ForwardPass::RunBatch(std::span<const int32_t> tokens, int32_t n_past, co
   t0 = Clock::now();
   kernels::MatMul(model_.output(), h_.data(), rows, logits_out, threads_);
   profile_.matmul_ms += MsSince(t0);
+  return Status::Ok();
+}
+
+Status ForwardPass::ResolveCold(const KvView& kv, int layer, const std::vector<int32_t>& table,
+                                std::span<kernels::PageRef> refs) {
+  const Clock::time_point t0 = Clock::now();
+  // Logical page -> device page; each cold page among refs is promoted once.
+  resolved_.assign(table.size(), -1);
+  cold_ids_.clear();
+  cold_logical_.clear();
+  for (const kernels::PageRef& r : refs) {
+    if (table[r.page] >= 0 || resolved_[r.page] != -1) continue;
+    resolved_[r.page] = -2;  // queued
+    cold_ids_.push_back(table[r.page]);
+    cold_logical_.push_back(r.page);
+  }
+  cold_pages_.resize(cold_ids_.size());
+  if (!cold_ids_.empty()) RETURN_IF_ERROR(kv.resolver->Promote(layer, cold_ids_, cold_pages_));
+  for (size_t i = 0; i < cold_logical_.size(); ++i) resolved_[cold_logical_[i]] = cold_pages_[i];
+  for (kernels::PageRef& r : refs) {
+    r.page = table[r.page] >= 0 ? table[r.page] : resolved_[r.page];
+  }
+  profile_.promote_ms += MsSince(t0);
   return Status::Ok();
 }
 

@@ -77,12 +77,36 @@ class Model {
   uint64_t weight_bytes_ = 0;
 };
 
+// Pages of a sequence that are not on the device (DESIGN §5: only the selected pages are
+// promoted). A page-table entry < 0 is a *cold* page: its KV is in a lower tier (host or disk),
+// only its digest is resident. The engine implements this over cache::TierManager; the forward
+// pass asks it for the digests of cold candidates and for device copies of the cold pages a
+// layer attends to.
+//
+// Thread safety: called from the forward pass's thread only.
+class PageResolver {
+ public:
+  virtual ~PageResolver() = default;
+  // The digest (kernels::KvPool::Digest layout) of cold entry `cold` (< 0) of `layer`'s table.
+  // Valid for the whole Run call.
+  virtual const uint16_t* ColdDigest(int layer, int32_t cold) = 0;
+  // Device page ids holding the cold entries `cold` (distinct, < 0) of `layer`, in order, into
+  // `pages`. They stay valid until the next Promote call. ResourceExhausted when the device
+  // cannot hold them; Corruption/IOError when a lower tier cannot serve them.
+  virtual Status Promote(int layer, std::span<const int32_t> cold, std::span<int32_t> pages) = 0;
+  // Called after each forward step (batch) with no promoted page in use (prefetch point).
+  virtual void EndStep() {}
+};
+
 // The KV of one sequence as the forward pass sees it: a page pool shared by all layers and, per
 // layer, the pages holding positions [0, 16), [16, 32), ... in order. The caller (engine/cache)
-// owns the pages and must have allocated them for every position the pass will write.
+// owns the pages and must have allocated them for every position the pass will write. Entries
+// < 0 are cold pages (see PageResolver), allowed only with a resolver and never where the pass
+// writes; the CUDA pass does not take them.
 struct KvView {
   kernels::KvPool pool;
   std::span<const std::vector<int32_t>> page_tables;  // [n_layers][logical page] -> page id
+  PageResolver* resolver = nullptr;  // borrowed; required when any entry is < 0
 };
 
 enum class LogitsMode { kNone, kLast, kAll };
@@ -122,6 +146,7 @@ class ForwardPass {
   struct Profile {
     double matmul_ms = 0, attention_ms = 0, other_ms = 0;
     double score_ms = 0, select_ms = 0;  // sparse attention: page scoring, top-k + lists
+    double promote_ms = 0;  // waiting for cold pages to be promoted (PageResolver::Promote)
   };
   const Profile& profile() const { return profile_; }
 
@@ -133,6 +158,10 @@ class ForwardPass {
  private:
   Status RunBatch(std::span<const int32_t> tokens, int32_t n_past, const KvView& kv,
                   LogitsMode mode, float* logits_out);
+  // refs[i].page are logical page indices of `table`: replaces each by its device page,
+  // promoting the cold ones through kv.resolver.
+  Status ResolveCold(const KvView& kv, int layer, const std::vector<int32_t>& table,
+                     std::span<kernels::PageRef> refs);
 
   const Model& model_;
   kernels::ThreadPool& threads_;
@@ -145,6 +174,10 @@ class ForwardPass {
   SparseAttention sparse_;
   RetrievalCounters counters_;
   std::vector<kernels::PageRef> selected_;  // [n_kv_heads][selected pages]
+  // Sequences with cold pages: the digests of every page gathered for scoring, and the cold
+  // pages being promoted (logical page -> device page in resolved_).
+  std::vector<uint16_t> gathered_digests_;
+  std::vector<int32_t> cold_ids_, cold_pages_, cold_logical_, resolved_;
 };
 
 }  // namespace kvtier::model
