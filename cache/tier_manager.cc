@@ -84,16 +84,21 @@ std::vector<TierProbe> TierManager::Probes() const {
 
 Result<PrefixHit> TierManager::AcquirePrefix(std::string_view ns, std::span<const int32_t> tokens,
                                              int64_t max_tokens, PromoteMode mode,
-                                             int64_t reserve_pages) {
+                                             int64_t sequence_tokens) {
   const int64_t usable = std::clamp<int64_t>(max_tokens, 0, static_cast<int64_t>(tokens.size()));
   const std::vector<TierProbe> probes = Probes();
   PrefixMatch match = index_.Lookup(ns, tokens.first(usable), probes);
   if (match.matched_extents < static_cast<int64_t>(match.keys.size())) ++device_.misses;
   if (mode == PromoteMode::kWholeIfFits) {
-    int64_t lower = 0;
-    for (int64_t i = 0; i < match.matched_extents; ++i) lower += device_map_.count(match.keys[i]) == 0;
-    const int64_t need =
-        lower * shape_.n_layers * shape_.extent_pages + std::max<int64_t>(0, reserve_pages);
+    // Pages the sequence will need beyond the extents already on the device.
+    int64_t on_device = 0;
+    for (int64_t i = 0; i < match.matched_extents; ++i) {
+      on_device += device_map_.count(match.keys[i]);
+    }
+    const int64_t lower = match.matched_extents - on_device;
+    const int64_t seq_pages =
+        std::max(sequence_tokens, match.matched_tokens) / shape_.page_tokens + 1;
+    const int64_t need = (seq_pages - on_device * shape_.extent_pages) * shape_.n_layers;
     mode = lower == 0 || EnsureFreePages(need).ok() ? PromoteMode::kWhole : PromoteMode::kSelected;
   }
   if (mode == PromoteMode::kSelected) return AcquireSelected(ns, match, probes);

@@ -70,7 +70,7 @@ struct TierOptions {
 enum class PromoteMode {
   kWhole,        // every page of every extent is decoded onto the device (dense requests)
   kSelected,     // none: they stay cold; PromotePages brings single pages (sparse requests)
-  kWholeIfFits,  // kWhole when the extents plus `reserve_pages` fit on the device, else kSelected
+  kWholeIfFits,  // kWhole when the whole sequence fits on the device, else kSelected
 };
 
 // A cold extent of a sequence: its KV is in the host or disk tier; its digests are resident,
@@ -149,10 +149,12 @@ class TierManager {
   // stay valid while the caller holds them (adopt them into a SequenceKv before calling
   // anything else here). An extent that fails to decode ends the prefix there (it is dropped
   // from its tier and counted), so bad data is recomputed, never served.
-  // With PromoteMode::kSelected the extents not on the device stay cold (see the file comment).
+  // With PromoteMode::kSelected the extents not on the device stay cold (see the file comment);
+  // kWholeIfFits picks kWhole when the promoted extents and the rest of a sequence of
+  // `sequence_tokens` tokens fit on the device (evicting unused device extents to check).
   Result<PrefixHit> AcquirePrefix(std::string_view ns, std::span<const int32_t> tokens,
                                   int64_t max_tokens, PromoteMode mode = PromoteMode::kWhole,
-                                  int64_t reserve_pages = 0);
+                                  int64_t sequence_tokens = 0);
 
   // Device pages holding the cold pages `refs` (keys of extents the caller leases), in order,
   // into `pages`: hot-cache hits, or decoded now. The pages stay valid until the next

@@ -49,6 +49,36 @@ model::SparseAttention SparseFor(const EngineOptions& o, const std::string& mode
   return s;
 }
 
+// The cold pages of one sequence (model::PageResolver over the tier manager's hot cache).
+class ColdPages final : public model::PageResolver {
+ public:
+  ColdPages(cache::TierManager& tiers, const std::vector<cache::ColdExtent>& cold,
+            const kernels::KvPool& pool)
+      : tiers_(tiers), cold_(cold), digest_halfs_(pool.DigestHalfs()) {}
+
+  const uint16_t* ColdDigest(int layer, int32_t entry) override {
+    const cache::ColdExtent& e = cold_[cache::ColdIndexOf(entry)];
+    return e.digests->data() +
+           (static_cast<size_t>(layer) * cache::kExtentPages + cache::ColdPageOf(entry)) *
+               digest_halfs_;
+  }
+
+  Status Promote(int layer, std::span<const int32_t> cold, std::span<int32_t> pages) override {
+    refs_.resize(cold.size());
+    for (size_t i = 0; i < cold.size(); ++i) {
+      refs_[i] = cache::ColdPageRef{&cold_[cache::ColdIndexOf(cold[i])].key, layer,
+                                    cache::ColdPageOf(cold[i])};
+    }
+    return tiers_.PromotePages(refs_, pages);
+  }
+
+ private:
+  cache::TierManager& tiers_;
+  const std::vector<cache::ColdExtent>& cold_;
+  const size_t digest_halfs_;
+  std::vector<cache::ColdPageRef> refs_;
+};
+
 }  // namespace
 
 Engine::~Engine() = default;
@@ -121,6 +151,14 @@ Result<std::unique_ptr<Engine>> Engine::Create(const EngineOptions& options) {
   ASSIGN_OR_RETURN(tier_options.host_codec, cache::ParseCodecSpec(options.host_codec));
   ASSIGN_OR_RETURN(tier_options.disk_codec, cache::ParseCodecSpec(options.disk_codec));
   tier_options.threads = e->threads_.get();
+  if (options.hot_cache_bytes > 0) {
+    tier_options.hot_cache_pages =
+        static_cast<int64_t>(options.hot_cache_bytes / e->pages_->page_bytes());
+  } else {
+    tier_options.hot_cache_pages =
+        std::min<int64_t>(2ll * (options.budget_tokens / 16) * c.n_layers,
+                          e->pages_->capacity_pages() / 2);
+  }
   if (!options.cache_dir.empty() && options.prefix_cache) {
     storage::SegmentStoreOptions so;
     so.dir = options.cache_dir + "/kv";
@@ -197,26 +235,29 @@ Result<GenerateResult> Engine::Generate(const GenerateRequest& request,
   } write_through{tiers_.get()};
   const Clock::time_point prefill_start = Clock::now();
   int64_t cached = 0;
+  std::vector<cache::ColdExtent> cold;  // the prefix's extents left in the lower tiers
+  const cache::PromotionCounters promotion_before = tiers_->promotion_counters();
   if (options_.prefix_cache) {
+    // A sparse request promotes only the pages attention selects; any request whose prefix does
+    // not fit on the device does too (dense steps then promote each layer's pages in turn).
+    const bool sparse_request =
+        attention == "sparse" ||
+        (attention == "auto" && static_cast<int64_t>(prompt.size()) > options_.sparse_min_tokens);
     // At least the last prompt token is computed: its logits start the generation.
-    ASSIGN_OR_RETURN(cache::PrefixHit hit,
-                     tiers_->AcquirePrefix(request.cache_namespace, prompt,
-                                           static_cast<int64_t>(prompt.size()) - 1));
+    ASSIGN_OR_RETURN(
+        cache::PrefixHit hit,
+        tiers_->AcquirePrefix(request.cache_namespace, prompt,
+                              static_cast<int64_t>(prompt.size()) - 1,
+                              sparse_request ? cache::PromoteMode::kSelected
+                                             : cache::PromoteMode::kWholeIfFits,
+                              static_cast<int64_t>(prompt.size()) + request.max_tokens));
     RETURN_IF_ERROR(seq.AdoptPrefix(hit.page_tables));
-    if (hit.tokens_from_host + hit.tokens_from_disk > 0) {
-      // Pages decoded from a lower tier were filled by a copy: give them their digests (the
-      // device-tier pages already have theirs; recomputing them too is cheap and simple).
-      std::vector<kernels::PageRef> refs;
-      const int pt = pages_->view().page_tokens;
-      for (const auto& table : hit.page_tables) {
-        for (size_t p = 0; p < table.size(); ++p) {
-          refs.push_back({table[p], static_cast<int32_t>(p) * pt, pt});
-        }
-      }
-      kernels::UpdateDigests(pages_->view(), refs);
-      result.retrieval.pages_promoted =
-          (hit.tokens_from_host + hit.tokens_from_disk) / pt * n_layers;
-    }
+    // (Pages decoded from a lower tier got their digests from the tier manager.)
+    const int pt = pages_->view().page_tokens;
+    result.retrieval.pages_promoted =
+        (hit.tokens_from_host + hit.tokens_from_disk - hit.tokens_cold) / pt * n_layers;
+    result.retrieval.cold_tokens = hit.tokens_cold;
+    cold = std::move(hit.cold);
     result.timing.cache_ms = MsSince(prefill_start);
     cached = hit.tokens;
     result.usage.cached_by_tier.device = hit.tokens_from_device;
@@ -225,9 +266,10 @@ Result<GenerateResult> Engine::Generate(const GenerateRequest& request,
     result.bytes_promoted = hit.bytes_promoted;
     lease = std::move(hit.lease);
   }
+  ColdPages cold_pages(*tiers_, cold, pages_->view());
   result.usage.cached_tokens = cached;
   RETURN_IF_ERROR(ReserveTokens(seq, static_cast<int64_t>(prompt.size())));
-  model::KvView kv{pages_->view(), seq.page_tables()};
+  model::KvView kv{pages_->view(), seq.page_tables(), cold.empty() ? nullptr : &cold_pages};
   std::vector<float> logits;
   // Retrieval attention applies after a cached context; the pass goes back to dense after.
   result.retrieval.attention = attention;
@@ -333,6 +375,17 @@ Result<GenerateResult> Engine::Generate(const GenerateRequest& request,
     if (on_token) on_token(-1, pending);
   }
   result.usage.completion_tokens = static_cast<int64_t>(result.tokens.size());
+  {
+    const cache::PromotionCounters& p = tiers_->promotion_counters();
+    RetrievalUsage& r = result.retrieval;
+    r.pages_promoted_host = p.pages_from_host - promotion_before.pages_from_host;
+    r.pages_promoted_disk = p.pages_from_disk - promotion_before.pages_from_disk;
+    r.pages_promoted += r.pages_promoted_host + r.pages_promoted_disk;
+    r.bytes_decompressed = p.bytes_decompressed - promotion_before.bytes_decompressed;
+    r.hot_hits = p.hot_hits - promotion_before.hot_hits;
+    r.hot_misses = p.hot_misses - promotion_before.hot_misses;
+    r.promote_ms = p.promote_ms - promotion_before.promote_ms;
+  }
   {
     const model::RetrievalCounters& now = forward_->retrieval_counters();
     const int64_t lists = now.lists - counters_before.lists;

@@ -30,6 +30,10 @@ struct EngineOptions {
   int threads = 0;              // <= 0: one per hardware thread
   int context_tokens = 0;       // longest sequence (prompt + output); 0: the model's trained context
   uint64_t kv_capacity_bytes = 0;  // device-tier KV pool; 0: enough for one context_tokens sequence
+  // Hot cache of single pages promoted from the host/disk tiers for sparse attention (and for
+  // dense steps over a prefix that does not fit on the device), drawn from the device pool.
+  // 0: 2 x budget_tokens / 16 x n_layers pages, at most half the pool.
+  uint64_t hot_cache_bytes = 0;
   int batch_tokens = 512;       // prompt tokens per forward batch
   bool prefix_cache = true;     // reuse the KV of cached prompt prefixes (DESIGN §4)
   uint64_t host_cache_bytes = 1ull << 30;  // host tier (q8 extents in RAM); 0: none
@@ -99,6 +103,15 @@ struct RetrievalUsage {
   int64_t dense_steps = 0;        // forward steps after the cached context that ran dense
   double pages_attended_avg = 0;  // pages per layer, KV head and step (sparse and dense steps)
   int64_t pages_promoted = 0;     // pages decoded from the host/disk tiers onto the device
+  // Selected-page promotion (engine/README.md): a sparse request (or one whose prefix does not
+  // fit on the device) leaves the cached extents that are not on the device cold and promotes
+  // single pages of single layers as attention selects them.
+  int64_t cold_tokens = 0;          // cached prompt tokens left cold (not promoted up front)
+  int64_t pages_promoted_host = 0;  // pages decoded from a record in RAM (the host tier)
+  int64_t pages_promoted_disk = 0;  // pages whose record had to be read from disk first
+  uint64_t bytes_decompressed = 0;  // f16 KV bytes written by page decodes
+  int64_t hot_hits = 0, hot_misses = 0;  // selected cold pages already hot / decoded now
+  double promote_ms = 0;                 // time spent promoting cold pages
 };
 
 struct GenerateResult {
