@@ -394,6 +394,9 @@ TierStatsSnapshot TierManager::Stats() const {
   if (options_.disk != nullptr) {
     s.has_disk = true;
     s.disk = options_.disk->stats();
+    // Digest records ride along with the extents: `records` counts extents only.
+    s.disk_digest_records = s.disk.records_by_codec[kDigestRecordCodec];
+    s.disk.records -= s.disk_digest_records;
     s.disk_io_engine = std::string(options_.disk->io_engine_name());
   }
   s.disk_write_errors = write_errors_;

@@ -135,6 +135,7 @@ struct TierStatsSnapshot {
   PromotionCounters promotion;  // selected-page promotion and the hot cache
   int64_t hot_capacity_pages = 0;
   int64_t disk_write_errors = 0;  // write-through failures (the request still succeeds)
+  uint64_t disk_digest_records = 0;  // digest records (not in disk.records, in its bytes)
 };
 
 class TierManager {

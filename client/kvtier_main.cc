@@ -60,7 +60,7 @@ void PrintUsage(std::FILE* out) {
       "\n"
       "local mode (generate, tokenize, prefill without a daemon): --local [--model PATH]\n"
       "  [--threads N] [--context N] [--state-dir DIR] [--cache-dir DIR] [--device auto|cpu|cuda]\n"
-      "  [--host-cache-bytes N] [--disk-cache-bytes N (0: no disk tier)]\n"
+      "  [--host-cache-bytes N] [--hot-cache-bytes N] [--disk-cache-bytes N (0: no disk tier)]\n"
       "  The default model is <cache-dir>/models/%s (scripts/fetch-model puts it there).\n"
       "  Cached prompt prefixes persist in <cache-dir>/kv (index in <state-dir>/kv-index).\n",
       kDefaultModelFile);
@@ -185,7 +185,7 @@ const std::map<std::string, CommandSpec> kCommands = {
 };
 const std::vector<std::string> kLocalOptions = {
     "model",  "threads",  "context",          "state-dir",       "cache-dir",
-    "device", "kv-bytes", "host-cache-bytes", "disk-cache-bytes"};
+    "device", "kv-bytes", "host-cache-bytes", "hot-cache-bytes", "disk-cache-bytes"};
 
 bool Contains(const std::vector<std::string>& v, const std::string& s) {
   return std::find(v.begin(), v.end(), s) != v.end();
@@ -259,6 +259,12 @@ kvtier::Result<std::unique_ptr<kvtier::engine::Engine>> OpenLocalEngine(const Ar
       return kvtier::InvalidArgumentError("--host-cache-bytes must be an integer >= 0");
     }
     opt.host_cache_bytes = static_cast<uint64_t>(v);
+  }
+  if (a.values.count("hot-cache-bytes")) {
+    if (!ParseInt(a.values.at("hot-cache-bytes"), 0, 1LL << 50, &v)) {
+      return kvtier::InvalidArgumentError("--hot-cache-bytes must be an integer >= 0");
+    }
+    opt.hot_cache_bytes = static_cast<uint64_t>(v);
   }
   if (a.values.count("disk-cache-bytes")) {
     if (!ParseInt(a.values.at("disk-cache-bytes"), 0, 1LL << 50, &v)) {

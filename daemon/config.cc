@@ -47,6 +47,8 @@ const Option kOptions[] = {
     {"context_tokens", Type::kInt, 0, 1 << 24, "longest sequence (0: the model's)"},
     {"kv_capacity_bytes", Type::kInt, 0, kMaxInt, "device-tier KV pool (0: engine default)"},
     {"host_cache_bytes", Type::kInt, 0, kMaxInt, "host-tier capacity (0: no host tier)"},
+    {"hot_cache_bytes", Type::kInt, 0, kMaxInt,
+     "device pages promoted one by one for sparse attention (0: engine default)"},
     {"disk_cache_bytes", Type::kInt, 0, kMaxInt, "disk-tier capacity (0: no disk tier)"},
 };
 
@@ -152,6 +154,8 @@ Status Apply(const Option& o, const Value& v, DaemonConfig* c) {
     c->kv_capacity_bytes = static_cast<uint64_t>(v.i);
   else if (k == "host_cache_bytes")
     c->host_cache_bytes = static_cast<uint64_t>(v.i);
+  else if (k == "hot_cache_bytes")
+    c->hot_cache_bytes = static_cast<uint64_t>(v.i);
   else if (k == "disk_cache_bytes")
     c->disk_cache_bytes = static_cast<uint64_t>(v.i);
   else

@@ -43,6 +43,7 @@ struct DaemonConfig {
   int context_tokens = 0;       // 0: the model's trained context
   uint64_t kv_capacity_bytes = 0;                  // device-tier KV pool; 0: the engine's default
   uint64_t host_cache_bytes = uint64_t{1} << 30;   // host tier (RAM); 0: none
+  uint64_t hot_cache_bytes = 0;  // hot cache of single promoted pages; 0: the engine's default
   uint64_t disk_cache_bytes = uint64_t{16} << 30;  // disk tier under <cache_dir>/kv; 0: none
 };
 

@@ -74,6 +74,7 @@ int main(int argc, char** argv) {
   options.context_tokens = config.context_tokens;
   options.kv_capacity_bytes = config.kv_capacity_bytes;
   options.host_cache_bytes = config.host_cache_bytes;
+  options.hot_cache_bytes = config.hot_cache_bytes;
   if (config.disk_cache_bytes > 0) {
     options.cache_dir = config.cache_dir;  // segments under <cache_dir>/kv
     options.state_dir = config.state_dir;  // the index under <state_dir>/kv-index

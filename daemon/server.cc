@@ -799,6 +799,12 @@ void Connection::RunGenerate(const proto::RequestId& id, const proto::GenerateRe
                 r.timing.decode_tokens_per_s};
   out.retrieval.pages_attended_avg = r.retrieval.pages_attended_avg;
   out.retrieval.bytes_promoted = static_cast<int64_t>(r.bytes_promoted);
+  out.retrieval.pages_promoted = r.retrieval.pages_promoted;
+  out.retrieval.pages_promoted_host = r.retrieval.pages_promoted_host;
+  out.retrieval.pages_promoted_disk = r.retrieval.pages_promoted_disk;
+  out.retrieval.bytes_decompressed = static_cast<int64_t>(r.retrieval.bytes_decompressed);
+  out.retrieval.hot_hits = r.retrieval.hot_hits;
+  out.retrieval.hot_misses = r.retrieval.hot_misses;
   out.seed = r.seed;
   spdlog::info(
       "conn {} uid {}: generate {} prompt {} (cached {}) completion {} ttft {:.1f} ms "

@@ -80,7 +80,14 @@ void Put(const GenerateResult& r, OutJson* j) {
                     {"decode_ms", Finite(r.timing.decode_ms)},
                     {"decode_tokens_per_s", Finite(r.timing.decode_tokens_per_s)}};
   (*j)["retrieval"] = {{"pages_attended_avg", Finite(r.retrieval.pages_attended_avg)},
-                       {"bytes_promoted", r.retrieval.bytes_promoted}};
+                       {"bytes_promoted", r.retrieval.bytes_promoted},
+                       {"pages_promoted", r.retrieval.pages_promoted},
+                       {"pages_promoted_by_tier",
+                        {{"host", r.retrieval.pages_promoted_host},
+                         {"disk", r.retrieval.pages_promoted_disk}}},
+                       {"bytes_decompressed", r.retrieval.bytes_decompressed},
+                       {"hot_hits", r.retrieval.hot_hits},
+                       {"hot_misses", r.retrieval.hot_misses}};
   (*j)["seed"] = r.seed;
 }
 void Put(const PrefillResult& r, OutJson* j) {
@@ -197,6 +204,19 @@ Status Get(const FieldReader& f, GenerateResult* r) {
   ASSIGN_OR_RETURN(FieldReader retrieval, Object(f, "retrieval"));
   RETURN_IF_ERROR(ReadDouble(retrieval, "pages_attended_avg", &r->retrieval.pages_attended_avg));
   RETURN_IF_ERROR(ReadCount(retrieval, "bytes_promoted", &r->retrieval.bytes_promoted));
+  auto optional_count = [](const FieldReader& from, std::string_view key, int64_t* out) {
+    return from.ReadInt(key, /*required=*/false, 0, kInt64Max, out);
+  };
+  RETURN_IF_ERROR(optional_count(retrieval, "pages_promoted", &r->retrieval.pages_promoted));
+  if (retrieval.Find("pages_promoted_by_tier") != nullptr) {
+    ASSIGN_OR_RETURN(FieldReader by_tier, Object(retrieval, "pages_promoted_by_tier"));
+    RETURN_IF_ERROR(optional_count(by_tier, "host", &r->retrieval.pages_promoted_host));
+    RETURN_IF_ERROR(optional_count(by_tier, "disk", &r->retrieval.pages_promoted_disk));
+  }
+  RETURN_IF_ERROR(
+      optional_count(retrieval, "bytes_decompressed", &r->retrieval.bytes_decompressed));
+  RETURN_IF_ERROR(optional_count(retrieval, "hot_hits", &r->retrieval.hot_hits));
+  RETURN_IF_ERROR(optional_count(retrieval, "hot_misses", &r->retrieval.hot_misses));
   return f.ReadUint64("seed", true, &r->seed);
 }
 Status Get(const FieldReader& f, PrefillResult* r) {

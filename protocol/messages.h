@@ -273,6 +273,12 @@ struct Timing {
 struct Retrieval {
   double pages_attended_avg = 0;
   int64_t bytes_promoted = 0;
+  // Selected-page promotion (optional on read: older daemons do not send them).
+  int64_t pages_promoted = 0;       // pages decoded from host/disk onto the device
+  int64_t pages_promoted_host = 0;  // of those promoted one by one: from a record in RAM
+  int64_t pages_promoted_disk = 0;  //   ... whose record had to be read from disk
+  int64_t bytes_decompressed = 0;   // f16 KV bytes written by single-page decodes
+  int64_t hot_hits = 0, hot_misses = 0;
   bool operator==(const Retrieval&) const = default;
 };
 

@@ -654,6 +654,7 @@ SegmentStoreStats SegmentStore::stats() const {
     std::shared_lock lock(mu_);
     s.bytes_on_disk = bytes_on_disk_;
     s.records = entries_.size();
+    for (const auto& [key, e] : entries_) ++s.records_by_codec[e.codec];
     s.segments = segments_.size();
   }
   s.hits = hits_;

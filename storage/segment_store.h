@@ -65,6 +65,7 @@ struct SegmentStoreOptions {
 struct SegmentStoreStats {
   uint64_t bytes_on_disk = 0;  // all live segment files, headers and padding included
   uint64_t records = 0;
+  std::array<uint64_t, 256> records_by_codec{};  // records by the codec byte given to Put
   uint64_t segments = 0;
   uint64_t hits = 0;
   uint64_t misses = 0;           // includes corrupt records and read errors

@@ -188,7 +188,7 @@ GenerateResult SampleGenerateResult() {
   g.finish_reason = FinishReason::kLength;
   g.usage = {1200, 1024, {512, 256, 192, 64}, 7};
   g.timing = {12.5, 80.25, 140, 50};
-  g.retrieval = {33.5, 1048576};
+  g.retrieval = {33.5, 1048576, 96, 40, 8, 589824, 300, 48};
   g.seed = 18446744073709551615u;
   return g;
 }
@@ -260,7 +260,9 @@ TEST(EventTest, GenerateResultHasDesignFieldNames) {
             R"("cached_by_tier":{"device":512,"host":256,"disk":192,"remote":64},)"
             R"("completion_tokens":7},"timing":{"ttft_ms":12.5,"prefill_ms":80.25,)"
             R"("decode_ms":140.0,"decode_tokens_per_s":50.0},)"
-            R"("retrieval":{"pages_attended_avg":33.5,"bytes_promoted":1048576},)"
+            R"("retrieval":{"pages_attended_avg":33.5,"bytes_promoted":1048576,)"
+            R"("pages_promoted":96,"pages_promoted_by_tier":{"host":40,"disk":8},)"
+            R"("bytes_decompressed":589824,"hot_hits":300,"hot_misses":48},)"
             R"("seed":18446744073709551615})");
 }
 
