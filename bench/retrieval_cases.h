@@ -142,7 +142,8 @@ struct CaseOutcome {
 // Asks the question after the cached haystack with `attention` ("dense" or "sparse") and the
 // given budget (0: the engine's default); greedy, a few tokens.
 inline Result<CaseOutcome> AskQuestion(engine::Engine& e, const RetrievalCase& c,
-                                       const std::string& attention, int budget_tokens) {
+                                       const std::string& attention, int budget_tokens,
+                                       const std::string& scoring = "") {
   engine::GenerateRequest r;
   r.prompt = c.haystack + c.question;
   r.raw = true;
@@ -151,6 +152,7 @@ inline Result<CaseOutcome> AskQuestion(engine::Engine& e, const RetrievalCase& c
   r.seed_given = true;
   r.attention = attention;
   r.budget_tokens = budget_tokens;
+  r.sparse_scoring = scoring;
   ASSIGN_OR_RETURN(engine::GenerateResult res, e.Generate(r, nullptr));
   CaseOutcome o;
   o.output = res.text;

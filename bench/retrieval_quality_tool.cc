@@ -6,7 +6,8 @@
 //                                [--budgets 1024,2048]
 //   retrieval_quality_tool speed [--contexts 8192,16384] [--steps 8] [--rounds 3]
 //                                [--budget 2048]
-//   common: [--model M] [--threads T]
+//   common: [--model M] [--threads T] [--scoring sketch,bound] (page scoring of the sparse
+//   runs, kernels/cpu/retrieval.h; each listed mode is run)
 //
 // cases: seeded passkey / needle-in-a-haystack cases (bench/retrieval_cases.h), needle depths
 //   spread evenly over 0..100%. Per case the haystack is prefilled densely and cached, then the
@@ -68,6 +69,16 @@ std::vector<int> IntList(const std::string& s) {
   return out;
 }
 
+std::vector<std::string> StrList(const std::string& s) {
+  std::vector<std::string> out;
+  std::stringstream ss(s);
+  std::string item;
+  while (std::getline(ss, item, ',')) {
+    if (!item.empty()) out.push_back(item);
+  }
+  return out;
+}
+
 struct Args {
   std::map<std::string, std::string> v;
   std::string Get(const std::string& k, const std::string& def) const {
@@ -80,7 +91,16 @@ struct Args {
 
 int RunCases(const Args& a) {
   const std::vector<int> contexts = IntList(a.Get("contexts", "4096,8192"));
-  const std::vector<int> budgets = IntList(a.Get("budgets", "1024,2048"));
+  // Each (scoring, budget) pair is one sparse column.
+  const std::vector<std::string> scorings = StrList(a.Get("scoring", "sketch"));
+  std::vector<int> budgets;
+  std::vector<std::string> scoring_of;
+  for (const std::string& sc : scorings) {
+    for (int b : IntList(a.Get("budgets", "1024,2048"))) {
+      budgets.push_back(b);
+      scoring_of.push_back(sc);
+    }
+  }
   const int n_cases = std::atoi(a.Get("cases", "50").c_str());
   const uint64_t seed = std::strtoull(a.Get("seed", "1").c_str(), nullptr, 10);
   const std::string kinds = a.Get("kind", "both");
@@ -98,7 +118,9 @@ int RunCases(const Args& a) {
   engine::Engine& eng = **e;
 
   std::printf("| task | context | cases | dense | ");
-  for (int b : budgets) std::printf("sparse %d | ratio | pages/step |", b);
+  for (size_t b = 0; b < budgets.size(); ++b) {
+    std::printf("sparse %d %s | ratio | pages/step |", budgets[b], scoring_of[b].c_str());
+  }
   std::printf(" s/case |\n|---|---|---|---|");
   for (size_t i = 0; i < budgets.size(); ++i) std::printf("---|---|---|");
   std::printf("---|\n");
@@ -127,11 +149,11 @@ int RunCases(const Args& a) {
                            std::to_string(d).substr(0, 4) + " answer " + c.answer + " dense '" +
                            dense->output + "'";
         for (size_t b = 0; b < budgets.size(); ++b) {
-          auto sp = bench::AskQuestion(eng, c, "sparse", budgets[b]);
+          auto sp = bench::AskQuestion(eng, c, "sparse", budgets[b], scoring_of[b]);
           if (!sp.ok()) return Fail(sp.status().ToString());
           sparse_ok[b] += sp->correct;
           pages[b] += sp->result.retrieval.pages_attended_avg;
-          line += " sparse" + std::to_string(budgets[b]) + " '" + sp->output + "'";
+          line += " sparse" + std::to_string(budgets[b]) + scoring_of[b] + " '" + sp->output + "'";
         }
         std::fprintf(stderr, "%s\n", line.c_str());
       }
@@ -210,10 +232,15 @@ kvtier::Status Prefill(Rig& r, const std::vector<int32_t>& tokens, int64_t n) {
                     nullptr);
 }
 
-model::SparseAttention SparseOf(int budget) {
+kernels::ScoringMode ScoringOf(const std::string& name) {
+  return name == "bound" ? kernels::ScoringMode::kBound : kernels::ScoringMode::kSketch;
+}
+
+model::SparseAttention SparseOf(int budget, const std::string& scoring) {
   model::SparseAttention s;
   s.enabled = true;
   s.budget_tokens = budget;
+  s.scoring = ScoringOf(scoring);
   return s;
 }
 
@@ -277,7 +304,11 @@ int RunAgree(const Args& a) {
                MsSince(t0) / 1000);
   std::vector<std::pair<std::string, model::SparseAttention>> runs;
   runs.push_back({"dense, one token at a time (noise floor)", model::SparseAttention{}});
-  for (int b : budgets) runs.push_back({"sparse " + std::to_string(b), SparseOf(b)});
+  for (const std::string& sc : StrList(a.Get("scoring", "sketch"))) {
+    for (int b : budgets) {
+      runs.push_back({"sparse " + std::to_string(b) + " (" + sc + ")", SparseOf(b, sc)});
+    }
+  }
   std::printf("prefix %lld tokens, %lld positions (context %lld..%lld)\n\n",
               static_cast<long long>(prefix), static_cast<long long>(eval),
               static_cast<long long>(prefix + 1), static_cast<long long>(prefix + eval));
@@ -326,6 +357,13 @@ int RunSpeed(const Args& a) {
   const int steps = std::atoi(a.Get("steps", "8").c_str());
   const int rounds = std::atoi(a.Get("rounds", "3").c_str());
   const int budget = std::atoi(a.Get("budget", "2048").c_str());
+  // Mode 0 is dense, then one sparse mode per scoring.
+  std::vector<std::pair<std::string, model::SparseAttention>> modes = {
+      {"dense", model::SparseAttention{}}};
+  for (const std::string& sc : StrList(a.Get("scoring", "sketch"))) {
+    modes.push_back({"sparse " + std::to_string(budget) + " (" + sc + ")", SparseOf(budget, sc)});
+  }
+  const int n_modes = static_cast<int>(modes.size());
   std::printf(
       "| context | mode | tok/s | ms/token | matmul | attention | scoring | selection | "
       "other | pages/step |\n|---|---|---|---|---|---|---|---|---|---|\n");
@@ -341,11 +379,12 @@ int RunSpeed(const Args& a) {
       double ms = 0;
       model::ForwardPass::Profile p;
       int64_t pages = 0, lists = 0, tokens = 0;
-    } acc[2];
+    };
+    std::vector<Acc> acc(modes.size());
     std::vector<float> logits;
     for (int round = 0; round < rounds; ++round) {
-      for (int mode = 0; mode < 2; ++mode) {
-        r.fwd->set_sparse(mode == 0 ? model::SparseAttention{} : SparseOf(budget));
+      for (int mode = 0; mode < n_modes; ++mode) {
+        r.fwd->set_sparse(modes[mode].second);
         const model::ForwardPass::Profile p0 = r.fwd->profile();
         const model::RetrievalCounters c0 = r.fwd->retrieval_counters();
         const Clock::time_point s0 = Clock::now();
@@ -368,11 +407,11 @@ int RunSpeed(const Args& a) {
         x.tokens += steps;
       }
     }
-    for (int mode = 0; mode < 2; ++mode) {
+    for (int mode = 0; mode < n_modes; ++mode) {
       const Acc& x = acc[mode];
       const double per = x.ms / x.tokens;
       std::printf("| %d | %s | %.1f | %.1f | %.1f | %.1f | %.2f | %.2f | %.1f | %.0f |\n", ctx,
-                  mode == 0 ? "dense" : ("sparse " + std::to_string(budget)).c_str(), 1000.0 / per,
+                  modes[mode].first.c_str(), 1000.0 / per,
                   per, x.p.matmul_ms / x.tokens, x.p.attention_ms / x.tokens,
                   x.p.score_ms / x.tokens, x.p.select_ms / x.tokens, x.p.other_ms / x.tokens,
                   static_cast<double>(x.pages) / std::max<int64_t>(1, x.lists));

@@ -38,11 +38,14 @@ bool ValidAttention(const std::string& m) { return m == "auto" || m == "dense" |
 
 // The forward pass's attention for a step after the cached context whose context (after the
 // step) is context_tokens.
+bool ValidScoring(const std::string& m) { return m == "sketch" || m == "bound"; }
+
 model::SparseAttention SparseFor(const EngineOptions& o, const std::string& mode, int budget,
-                                 int64_t context_tokens) {
+                                 const std::string& scoring, int64_t context_tokens) {
   model::SparseAttention s;
   s.enabled = mode == "sparse" || (mode == "auto" && context_tokens > o.sparse_min_tokens);
   s.dense_layers = o.dense_layers;
+  s.scoring = scoring == "bound" ? kernels::ScoringMode::kBound : kernels::ScoringMode::kSketch;
   s.budget_tokens = budget;
   s.sink_tokens = o.sink_tokens;
   s.recent_tokens = o.recent_tokens;
@@ -127,6 +130,10 @@ Result<std::unique_ptr<Engine>> Engine::Create(const EngineOptions& options) {
                                 options.attention + "'");
   }
   if (options.budget_tokens < 16) return InvalidArgumentError("budget_tokens must be >= 16");
+  if (!ValidScoring(options.sparse_scoring)) {
+    return InvalidArgumentError("sparse_scoring must be sketch or bound, not '" +
+                                options.sparse_scoring + "'");
+  }
   ASSIGN_OR_RETURN(e->model_, model::Model::Load(options.model_path));
   const model::ModelConfig& c = e->model_->config();
   if (e->options_.context_tokens <= 0) e->options_.context_tokens = c.context_length;
@@ -207,6 +214,9 @@ Result<GenerateResult> Engine::Generate(const GenerateRequest& request,
     return InvalidArgumentError("budget_tokens must be >= 16");
   }
   const int budget = request.budget_tokens > 0 ? request.budget_tokens : options_.budget_tokens;
+  const std::string& scoring =
+      request.sparse_scoring.empty() ? options_.sparse_scoring : request.sparse_scoring;
+  if (!ValidScoring(scoring)) return InvalidArgumentError("sparse_scoring must be sketch or bound");
   ASSIGN_OR_RETURN(std::vector<int32_t> prompt, PromptTokens(request));
   const int64_t limit = options_.context_tokens;
   if (static_cast<int64_t>(prompt.size()) + std::max(1, request.max_tokens) > limit) {
@@ -282,7 +292,7 @@ Result<GenerateResult> Engine::Generate(const GenerateRequest& request,
   auto set_attention = [&](bool after_cache, int64_t context_tokens) {
     model::SparseAttention s;
     if (after_cache) {
-      s = SparseFor(options_, attention, budget, context_tokens);
+      s = SparseFor(options_, attention, budget, scoring, context_tokens);
       ++(s.enabled ? result.retrieval.sparse_steps : result.retrieval.dense_steps);
     }
     forward_->set_sparse(s);

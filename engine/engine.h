@@ -53,6 +53,9 @@ struct EngineOptions {
   int dense_layers = 2;
   int sink_tokens = 64;
   int recent_tokens = 256;
+  // How sparse steps rank pages (kernels/cpu/retrieval.h): "sketch" (estimated attention mass
+  // from the digests' key sketches, the default) or "bound" (DESIGN §5's min/max bound).
+  std::string sparse_scoring = "sketch";
   // DESIGN §5 says auto goes sparse above 4096 tokens. Measured on the default model, sparse is
   // not yet good enough to be chosen for a user who did not ask for it (passkey 0.81-0.88 of
   // dense, 93.6% top-1 agreement against a 96.3% floor) and, with every page still on the
@@ -75,6 +78,7 @@ struct GenerateRequest {
   std::string cache_namespace = "local";
   std::string attention;  // "auto", "dense", "sparse"; empty: EngineOptions::attention
   int budget_tokens = 0;  // sparse budget; 0: EngineOptions::budget_tokens
+  std::string sparse_scoring;  // "sketch" or "bound"; empty: EngineOptions::sparse_scoring
 };
 
 struct CachedByTier {

@@ -12,6 +12,7 @@
 
 #include "base/status.h"
 #include "kernels/cpu/ops.h"
+#include "kernels/cpu/retrieval.h"
 #include "kernels/cpu/thread_pool.h"
 #include "model/gguf.h"
 #include "model/tokenizer.h"
@@ -123,6 +124,7 @@ struct SparseAttention {
   int budget_tokens = 2048;
   int sink_tokens = 64;
   int recent_tokens = 256;
+  kernels::ScoringMode scoring = kernels::ScoringMode::kSketch;
 };
 
 // Counters since construction: attention lists run (one per layer, KV head and batch) and the

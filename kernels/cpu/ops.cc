@@ -9,6 +9,7 @@
 #include <atomic>
 #include <cmath>
 #include <cstdint>
+#include <cstring>
 #include <limits>
 #include <numbers>
 #include <vector>
@@ -235,9 +236,11 @@ void WriteKv(const KvPool& pool, std::span<const PageRef> slots, const float* k,
       table.to_f16(k + t * row + h * d_dim, d_dim, pool.K(slot.page) + off);
       table.to_f16(v + t * row + h * d_dim, d_dim, pool.V(slot.page) + off);
       if (pool.digests != nullptr) {
-        digest.digest_update(pool.K(slot.page) + off, d_dim,
-                             pool.Digest(slot.page) + static_cast<size_t>(h) * 2 * d_dim,
-                             slot.first_pos == 0);
+        uint16_t* dg = pool.DigestHead(slot.page, h);
+        const uint16_t* key = pool.K(slot.page) + off;
+        digest.digest_update(key, d_dim, dg, slot.first_pos == 0);
+        const int sd = pool.SketchDims();
+        std::memcpy(pool.SketchRow(dg, slot.first_pos), key + d_dim - sd, sd * sizeof(uint16_t));
       }
     }
   }

@@ -68,8 +68,14 @@ void SoftmaxInPlace(float* x, int64_t n);
 // IEEE f16. Keys are stored after RoPE. Page p starts at base + p * PageBytes().
 //
 // Digests (DESIGN §4, retrieval attention): when `digests` is set, page p's digest is at
-// digests + p * DigestHalfs(): [kv_head][2][head_dim] f16, the element-wise min (row 0) and max
-// (row 1) of the keys in the page's filled slots (the layout of kernels/cuda/cuda_paged.h).
+// digests + p * DigestHalfs(), per KV head g at DigestHead(p, g) (DigestHeadHalfs() f16):
+//   [0, head_dim)              the element-wise min of the keys in the page's filled slots,
+//   [head_dim, 2 * head_dim)   their max (rows 0 and 1: the layout of kernels/cuda/cuda_paged.h),
+//   then page_tokens rows of SketchDims() f16: the key *sketch*, slot s's key restricted to its
+//   last SketchDims() dimensions — the lowest RoPE frequencies (rotation pairs (2i, 2i+1) with
+//   frequency base^(-2i/head_dim)), which carry the position-independent part of q.k that
+//   long-range retrieval depends on. Scoring pages from the sketch estimates each page's share of
+//   attention far better than the min/max bound on this model (BENCHMARKS.md, retrieval).
 // Min and max of f16 keys are f16 values, so a digest is exact. WriteKv keeps them current;
 // kernels/cpu/retrieval.h recomputes them for pages filled by a copy and scores them.
 struct KvPool {
@@ -85,9 +91,21 @@ struct KvPool {
   size_t PageBytes() const { return 2 * HalfElems() * sizeof(uint16_t); }
   uint16_t* K(int32_t page) const { return base + static_cast<size_t>(page) * 2 * HalfElems(); }
   uint16_t* V(int32_t page) const { return K(page) + HalfElems(); }
-  size_t DigestHalfs() const { return static_cast<size_t>(n_kv_heads) * 2 * head_dim; }
+  int SketchDims() const { return head_dim / 4; }
+  size_t DigestHeadHalfs() const {
+    return 2 * static_cast<size_t>(head_dim) + static_cast<size_t>(page_tokens) * SketchDims();
+  }
+  size_t DigestHalfs() const { return static_cast<size_t>(n_kv_heads) * DigestHeadHalfs(); }
   uint16_t* Digest(int32_t page) const {
     return digests + static_cast<size_t>(page) * DigestHalfs();
+  }
+  uint16_t* DigestHead(int32_t page, int kv_head) const {
+    return Digest(page) + static_cast<size_t>(kv_head) * DigestHeadHalfs();
+  }
+  // Slot `slot`'s sketch row in a head digest.
+  uint16_t* SketchRow(uint16_t* head_digest, int slot) const {
+    return head_digest + 2 * static_cast<size_t>(head_dim) +
+           static_cast<size_t>(slot) * SketchDims();
   }
 };
 

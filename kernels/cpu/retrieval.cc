@@ -8,6 +8,7 @@
 #include <chrono>
 #include <cmath>
 #include <cstdint>
+#include <cstring>
 #include <limits>
 #include <numeric>
 #include <vector>
@@ -58,27 +59,33 @@ void UpdateDigests(const KvPool& pool, std::span<const PageRef> pages) {
   for (const PageRef& p : pages) {
     const int n = std::min(p.n_tokens, pool.page_tokens);
     for (int g = 0; g < pool.n_kv_heads; ++g) {
-      uint16_t* dg = pool.Digest(p.page) + static_cast<size_t>(g) * 2 * d_dim;
+      uint16_t* dg = pool.DigestHead(p.page, g);
       if (n <= 0) {
         std::fill(dg, dg + d_dim, kF16PosInf);
         std::fill(dg + d_dim, dg + 2 * d_dim, kF16NegInf);
         continue;
       }
       const uint16_t* k = pool.K(p.page) + static_cast<size_t>(g) * pool.page_tokens * d_dim;
-      for (int j = 0; j < n; ++j) table.digest_update(k + j * d_dim, d_dim, dg, j == 0);
+      const int sd = pool.SketchDims();
+      for (int j = 0; j < n; ++j) {
+        table.digest_update(k + j * d_dim, d_dim, dg, j == 0);
+        std::memcpy(pool.SketchRow(dg, j), k + j * d_dim + d_dim - sd, sd * sizeof(uint16_t));
+      }
     }
   }
 }
 
 void ScorePages(const KvPool& pool, std::span<const PageRef> cand, const float* q, int64_t n_tokens,
-                int n_heads, float scale, float* scores, ThreadPool& threads) {
-  KVTIER_CHECK(pool.digests != nullptr && pool.head_dim <= 256);
+                int n_heads, float scale, float* scores, ThreadPool& threads, ScoringMode mode) {
+  KVTIER_CHECK(pool.digests != nullptr && pool.head_dim <= 256 && pool.page_tokens <= 64);
   KVTIER_CHECK(pool.n_kv_heads > 0 && n_heads % pool.n_kv_heads == 0);
   const int n_cand = static_cast<int>(cand.size());
   const int n_kv = pool.n_kv_heads;
   const int group = n_heads / n_kv;
   const int d_dim = pool.head_dim;
-  std::fill(scores, scores + static_cast<size_t>(n_kv) * n_cand, kNegInf);
+  const bool sketch = mode == ScoringMode::kSketch;
+  // kSketch sums probabilities (from 0), kBound maxes log-probabilities (from -inf).
+  std::fill(scores, scores + static_cast<size_t>(n_kv) * n_cand, sketch ? 0.0f : kNegInf);
   if (n_cand == 0 || n_tokens <= 0) return;
   const internal::RetrievalTable& table = internal::CurrentRetrievalTable();
   thread_local std::vector<float> qs, bounds;
@@ -101,16 +108,18 @@ void ScorePages(const KvPool& pool, std::span<const PageRef> cand, const float* 
     const PageRef* pages = cand.data();
     threads.ParallelFor(n_cand, kPagesPerRange, [&](int64_t begin, int64_t end) {
       for (int g = 0; g < n_kv; ++g) {
-        table.bounds(pool, pages + begin, static_cast<int>(end - begin), g,
-                     qp + static_cast<size_t>(g) * rows * d_dim, rows,
-                     bp + static_cast<size_t>(g) * rows * n_cand + begin, n_cand);
+        (sketch ? table.sketch_lse : table.bounds)(
+            pool, pages + begin, static_cast<int>(end - begin), g,
+            qp + static_cast<size_t>(g) * rows * d_dim, rows,
+            bp + static_cast<size_t>(g) * rows * n_cand + begin, n_cand);
       }
     });
-    // Per row: log-softmax over the candidates, then the max into the KV head's scores.
+    // Per row: (log-)softmax over the candidates, then summed (maxed) into the head's scores.
+    const auto fold = sketch ? table.fold_softmax_sum : table.fold_log_softmax;
     for (int g = 0; g < n_kv; ++g) {
       float* sc = scores + static_cast<size_t>(g) * n_cand;
       for (int r = 0; r < rows; ++r) {
-        table.fold_log_softmax(bp + (static_cast<size_t>(g) * rows + r) * n_cand, n_cand, sc);
+        fold(bp + (static_cast<size_t>(g) * rows + r) * n_cand, n_cand, sc);
       }
     }
   }
@@ -152,7 +161,7 @@ SelectShape ShapeSelection(int n_pages, int n_sink, int n_recent, int k_pages) {
 SelectShape SelectPages(const KvPool& pool, std::span<const PageRef> pages, int n_sink,
                         int n_recent, int k_pages, const float* q, int64_t n_tokens, int n_heads,
                         float scale, std::vector<PageRef>* selected, ThreadPool& threads,
-                        SelectProfile* profile) {
+                        SelectProfile* profile, ScoringMode mode) {
   const int n_pages = static_cast<int>(pages.size());
   const SelectShape s = ShapeSelection(n_pages, n_sink, n_recent, k_pages);
   const int n_sel = s.selected();
@@ -164,7 +173,7 @@ SelectShape SelectPages(const KvPool& pool, std::span<const PageRef> pages, int 
   if (!s.all()) {
     scores.resize(static_cast<size_t>(n_kv) * s.cand);
     ScorePages(pool, pages.subspan(s.sink, s.cand), q, n_tokens, n_heads, scale, scores.data(),
-               threads);
+               threads, mode);
   }
   if (profile != nullptr) profile->score_ms = MsSince(t0);
   t0 = Clock::now();

@@ -9,15 +9,22 @@
 // element-wise min and max of its post-RoPE keys, f16 (exact: min/max of f16 values). The same
 // layout and scoring as kernels/cuda/cuda_paged.h, so either backend is the other's reference.
 //
-// Scoring, for candidate page i, query head h (KV head g = h / group) and query token t:
-//   bound[t][h][i] = scale * sum_d max(q[t][h][d] * min_i[g][d], q[t][h][d] * max_i[g][d]),
-// an upper bound of scale * q.k over the page's keys. Each head's bounds are normalised as a
-// log-softmax over the candidates, nb = bound - logsumexp_i(bound) (so heads with sharp and flat
-// score distributions are comparable: nb is the log of the share of attention mass the page
-// would get if every key reached its bound), and
-//   score[g][i] = max over the query heads of g and over the query tokens of nb[t][h][i].
-// For one decode token this is exactly CudaScorePages; for a batch of new prompt tokens the max
-// over tokens selects one page set that serves the whole batch.
+// Scoring, for candidate page i, query head h (KV head g = h / group) and query token t, in one
+// of two ways (ScoringMode):
+//   kSketch (the default): e[t][h][i] = logsumexp over page i's slots j of
+//     scale * sum_{d >= head_dim - sd} q[t][h][d] * k_j[d], the logits of the page's keys
+//     restricted to their sd = head_dim / 4 lowest-frequency dimensions (the sketch rows of the
+//     digest, KvPool). Each row (t, h) is normalised as a softmax over the candidates (p =
+//     exp(e - logsumexp_i e): the page's estimated share of that head's attention) and
+//     score[g][i] = sum over the query heads of g and the query tokens of p[t][h][i] — the
+//     estimated attention mass the page would receive from the group.
+//   kBound (DESIGN §5 as written, Quest): bound[t][h][i] = scale * sum_d max(q[t][h][d] *
+//     min_i[g][d], q[t][h][d] * max_i[g][d]), an upper bound of scale * q.k over the page's keys,
+//     normalised per row as a log-softmax over the candidates, and score[g][i] = the max over
+//     the query heads of g and the query tokens. This is exactly CudaScorePages.
+// On the default model the bound ranks pages poorly (the needle's pages are often not even in
+// the bound's top 3k): passkey 4K at budget 1024, 20 cases, sparse÷dense 0.79 with the bound,
+// 0.95 with the sketch, 1.00 with exact per-page attention mass (BENCHMARKS.md).
 #pragma once
 
 #include <cstdint>
@@ -29,15 +36,18 @@
 
 namespace kvtier::kernels {
 
-// Recomputes the digest of each page in `pages` from the keys of its tokens [0, n_tokens) (for
-// pages filled by a copy, e.g. decoded from the host tier). A page with n_tokens 0 gets
-// min = +inf, max = -inf. pool.digests must be set.
+// Recomputes the digest (min/max rows and sketch rows) of each page in `pages` from the keys of
+// its tokens [0, n_tokens) (for pages filled by a copy, e.g. decoded from the host tier). A page
+// with n_tokens 0 gets min = +inf, max = -inf. pool.digests must be set.
 void UpdateDigests(const KvPool& pool, std::span<const PageRef> pages);
 
-// score[g * cand.size() + i] as above. q: [n_tokens][n_heads][head_dim] f32 (unscaled).
-// pool.digests must be set; head_dim <= 256.
+enum class ScoringMode { kSketch, kBound };
+
+// score[g * cand.size() + i] as above (higher is better in both modes). q: [n_tokens][n_heads]
+// [head_dim] f32 (unscaled). pool.digests must be set; head_dim <= 256, page_tokens <= 64.
 void ScorePages(const KvPool& pool, std::span<const PageRef> cand, const float* q, int64_t n_tokens,
-                int n_heads, float scale, float* scores, ThreadPool& threads);
+                int n_heads, float scale, float* scores, ThreadPool& threads,
+                ScoringMode mode = ScoringMode::kSketch);
 
 // The indices of the k largest scores[0, n) in increasing index order into index[0, k). Ties at
 // the k-th value go to the lowest indices; NaN ranks below everything. 0 <= k <= n.
@@ -64,6 +74,6 @@ struct SelectProfile {
 SelectShape SelectPages(const KvPool& pool, std::span<const PageRef> pages, int n_sink,
                         int n_recent, int k_pages, const float* q, int64_t n_tokens, int n_heads,
                         float scale, std::vector<PageRef>* selected, ThreadPool& threads,
-                        SelectProfile* profile = nullptr);
+                        SelectProfile* profile = nullptr, ScoringMode mode = ScoringMode::kSketch);
 
 }  // namespace kvtier::kernels

@@ -86,15 +86,32 @@ std::vector<float> NormalVec(size_t n, std::mt19937& rng, float sigma = 1.0f) {
 
 // The scores of retrieval.h computed in double from the keys themselves (not the digests).
 std::vector<double> ReferenceScores(const KvSetup& s, std::span<const PageRef> cand,
-                                    const std::vector<float>& q, int n_tokens, float scale) {
+                                    const std::vector<float>& q, int n_tokens, float scale,
+                                    ScoringMode mode = ScoringMode::kSketch) {
   const int n = static_cast<int>(cand.size());
   const int group = s.n_heads / s.n_kv;
-  std::vector<double> out(static_cast<size_t>(s.n_kv) * n, -INFINITY);
+  const bool sketch = mode == ScoringMode::kSketch;
+  const int sd = s.head_dim / 4;
+  std::vector<double> out(static_cast<size_t>(s.n_kv) * n, sketch ? 0.0 : -INFINITY);
   for (int t = 0; t < n_tokens; ++t) {
     for (int h = 0; h < s.n_heads; ++h) {
       const int g = h / group;
+      const float* qh = q.data() + (static_cast<size_t>(t) * s.n_heads + h) * s.head_dim;
       std::vector<double> b(n);
       for (int i = 0; i < n; ++i) {
+        if (sketch) {  // logsumexp of the page's logits over its last sd dimensions
+          std::vector<double> logit;
+          for (int j = 0; j < cand[i].n_tokens; ++j) {
+            double dot = 0.0;
+            for (int d = s.head_dim - sd; d < s.head_dim; ++d) dot += qh[d] * s.Key(cand[i], g, j, d);
+            logit.push_back(scale * dot);
+          }
+          const double m = *std::max_element(logit.begin(), logit.end());
+          double z = 0.0;
+          for (double x : logit) z += std::exp(x - m);
+          b[i] = m + std::log(z);
+          continue;
+        }
         double sum = 0.0;
         for (int d = 0; d < s.head_dim; ++d) {
           double mn = INFINITY, mx = -INFINITY;
@@ -102,8 +119,7 @@ std::vector<double> ReferenceScores(const KvSetup& s, std::span<const PageRef> c
             mn = std::min(mn, s.Key(cand[i], g, j, d));
             mx = std::max(mx, s.Key(cand[i], g, j, d));
           }
-          const double qd = q[(static_cast<size_t>(t) * s.n_heads + h) * s.head_dim + d];
-          sum += std::max(qd * mn, qd * mx);
+          sum += std::max(qh[d] * mn, qh[d] * mx);
         }
         b[i] = scale * sum;
       }
@@ -111,7 +127,10 @@ std::vector<double> ReferenceScores(const KvSetup& s, std::span<const PageRef> c
       double z = 0.0;
       for (double x : b) z += std::exp(x - mx);
       const double lse = mx + std::log(z);
-      for (int i = 0; i < n; ++i) out[g * n + i] = std::max(out[g * n + i], b[i] - lse);
+      for (int i = 0; i < n; ++i) {
+        out[g * n + i] = sketch ? out[g * n + i] + std::exp(b[i] - lse)
+                                : std::max(out[g * n + i], b[i] - lse);
+      }
     }
   }
   return out;
@@ -159,7 +178,15 @@ TEST_P(RetrievalTest, WriteKvKeepsExactDigestsAndUpdateDigestsAgrees) {
     KvSetup s(16 * 5 + 7, dim, rng);
     for (const PageRef& p : s.pages) {
       for (int g = 0; g < s.n_kv; ++g) {
-        const uint16_t* dg = s.pool.Digest(p.page) + static_cast<size_t>(g) * 2 * dim;
+        uint16_t* dg = s.pool.DigestHead(p.page, g);
+        // The sketch rows are the keys' last dim/4 dimensions, bit for bit.
+        const int sd = s.pool.SketchDims();
+        for (int j = 0; j < p.n_tokens; ++j) {
+          for (int d = 0; d < sd; ++d) {
+            const uint16_t key = s.pool.K(p.page)[(static_cast<size_t>(g) * 16 + j) * dim + dim - sd + d];
+            ASSERT_EQ(s.pool.SketchRow(dg, j)[d], key) << "page " << p.page << " slot " << j;
+          }
+        }
         for (int d = 0; d < dim; ++d) {
           double mn = INFINITY, mx = -INFINITY;
           for (int j = 0; j < p.n_tokens; ++j) {
@@ -195,7 +222,7 @@ TEST_P(RetrievalTest, BoundIsAnUpperBoundOfEveryKeyInThePage) {
   for (const PageRef& p : s.pages) {
     for (int h = 0; h < s.n_heads; ++h) {
       const int g = h / 3;
-      const uint16_t* dg = s.pool.Digest(p.page) + static_cast<size_t>(g) * 2 * s.head_dim;
+      const uint16_t* dg = s.pool.DigestHead(p.page, g);
       double bound = 0.0;
       for (int d = 0; d < s.head_dim; ++d) {
         const double qd = q[h * s.head_dim + d];
@@ -212,29 +239,48 @@ TEST_P(RetrievalTest, BoundIsAnUpperBoundOfEveryKeyInThePage) {
 
 TEST_P(RetrievalTest, ScorePagesMatchesReference) {
   std::mt19937 rng(3);
-  for (int dim : {64, 40}) {
-    KvSetup s(16 * 40 + 9, dim, rng);
-    const float scale = 1.0f / std::sqrt(static_cast<float>(dim));
-    for (int n_tokens : {1, 3, 20}) {  // 20: more than one token chunk
-      const auto q = NormalVec(static_cast<size_t>(n_tokens) * s.n_heads * dim, rng, 2.0f);
-      for (int threads_n : {1, 2}) {
-        ThreadPool threads(threads_n);
-        const std::span<const PageRef> cand = std::span(s.pages).subspan(2, s.pages.size() - 4);
-        std::vector<float> got(s.n_kv * cand.size());
-        ScorePages(s.pool, cand, q.data(), n_tokens, s.n_heads, scale, got.data(), threads);
-        const auto want = ReferenceScores(s, cand, q, n_tokens, scale);
-        double worst = 0.0;
-        for (size_t i = 0; i < want.size(); ++i) {
-          worst = std::max(worst, std::abs(got[i] - want[i]));
-        }
-        EXPECT_LT(worst, 2e-5 * (1 + std::abs(want[0])))
-            << "dim " << dim << " tokens " << n_tokens << " threads " << threads_n;
-        // Scores are log shares: at most 0, and each head has one at least -log(n).
-        for (int g = 0; g < s.n_kv; ++g) {
-          const float best =
-              *std::max_element(got.begin() + g * cand.size(), got.begin() + (g + 1) * cand.size());
-          EXPECT_LE(best, 1e-6f);
-          EXPECT_GE(best, -std::log(static_cast<float>(cand.size())) - 1e-4f);
+  for (const ScoringMode mode : {ScoringMode::kSketch, ScoringMode::kBound}) {
+    const bool sketch = mode == ScoringMode::kSketch;
+    for (int dim : {64, 40}) {
+      KvSetup s(16 * 40 + 9, dim, rng);
+      const float scale = 1.0f / std::sqrt(static_cast<float>(dim));
+      for (int n_tokens : {1, 3, 20}) {  // 20: more than one token chunk
+        const auto q = NormalVec(static_cast<size_t>(n_tokens) * s.n_heads * dim, rng, 2.0f);
+        for (int threads_n : {1, 2}) {
+          ThreadPool threads(threads_n);
+          // The last candidate is the partly filled page.
+          const std::span<const PageRef> cand = std::span(s.pages).subspan(2, s.pages.size() - 2);
+          std::vector<float> got(s.n_kv * cand.size());
+          ScorePages(s.pool, cand, q.data(), n_tokens, s.n_heads, scale, got.data(), threads, mode);
+          const auto want = ReferenceScores(s, cand, q, n_tokens, scale, mode);
+          double worst = 0.0, biggest = 0.0;
+          for (size_t i = 0; i < want.size(); ++i) {
+            worst = std::max(worst, std::abs(got[i] - want[i]));
+            biggest = std::max(biggest, std::abs(want[i]));
+          }
+          const std::string where = std::string(sketch ? "sketch" : "bound") + " dim " +
+                                    std::to_string(dim) + " tokens " + std::to_string(n_tokens) +
+                                    " threads " + std::to_string(threads_n);
+          EXPECT_LT(worst, 2e-5 * (1 + biggest)) << where;
+          const int group = s.n_heads / s.n_kv;
+          for (int g = 0; g < s.n_kv; ++g) {
+            const auto first = got.begin() + g * cand.size(), last = first + cand.size();
+            if (sketch) {
+              // Shares of attention: each of the group's n_tokens * group query rows adds a
+              // softmax over the candidates, so a head's scores sum to that many.
+              double total = 0.0;
+              for (auto it = first; it != last; ++it) {
+                EXPECT_GE(*it, 0.0f);
+                total += *it;
+              }
+              EXPECT_NEAR(total, n_tokens * group, 1e-3 * n_tokens * group) << where;
+            } else {
+              // Log shares: at most 0, and each head has one at least -log(n).
+              const float best = *std::max_element(first, last);
+              EXPECT_LE(best, 1e-6f) << where;
+              EXPECT_GE(best, -std::log(static_cast<float>(cand.size())) - 1e-4f) << where;
+            }
+          }
         }
       }
     }

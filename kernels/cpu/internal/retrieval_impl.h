@@ -59,7 +59,7 @@ void Bounds(const KvPool& pool, const PageRef* pages, int n_pages, int kv_head, 
   const int d_dim = pool.head_dim;
   alignas(64) float mn[kMaxDim], mx[kMaxDim];
   for (int i = 0; i < n_pages; ++i) {
-    const uint16_t* dg = pool.Digest(pages[i].page) + static_cast<size_t>(kv_head) * 2 * d_dim;
+    const uint16_t* dg = pool.DigestHead(pages[i].page, kv_head);
     int d = 0;
     for (; d + kW <= d_dim; d += kW) {
       Isa::Store(mn + d, Isa::LoadH(dg + d));
@@ -122,9 +122,84 @@ void FoldLogSoftmax(const float* b, int n, float* scores) {
   }
 }
 
+// One page at a time: its sketch rows are converted once (SketchDims() along the lanes, one row
+// per filled slot) and serve every query row; per row the logits of the page's slots from the
+// sketch, then their logsumexp.
+template <class Isa>
+void SketchLse(const KvPool& pool, const PageRef* pages, int n_pages, int kv_head, const float* q,
+               int n_rows, float* out, int64_t out_stride) {
+  using V = typename Isa::V;
+  constexpr int kW = Isa::kW;
+  constexpr int kMaxSlots = 64, kMaxSketch = 64;
+  const int sd = pool.SketchDims();
+  const int q_off = pool.head_dim - sd;  // the sketch is the keys' last sd dimensions
+  alignas(64) float sk[kMaxSlots * kMaxSketch];
+  float logit[kMaxSlots];
+  for (int i = 0; i < n_pages; ++i) {
+    const int n = pages[i].n_tokens < pool.page_tokens ? pages[i].n_tokens : pool.page_tokens;
+    if (n <= 0) {
+      for (int r = 0; r < n_rows; ++r) out[r * out_stride + i] = -HUGE_VALF;
+      continue;
+    }
+    uint16_t* dg = pool.DigestHead(pages[i].page, kv_head);
+    for (int j = 0; j < n; ++j) {
+      const uint16_t* row = pool.SketchRow(dg, j);
+      float* dst = sk + j * sd;
+      int d = 0;
+      for (; d + kW <= sd; d += kW) Isa::Store(dst + d, Isa::LoadH(row + d));
+      for (; d < sd; ++d) dst[d] = F16ToF32(row[d]);
+    }
+    for (int r = 0; r < n_rows; ++r) {
+      const float* qr = q + static_cast<size_t>(r) * pool.head_dim + q_off;
+      float mx = -HUGE_VALF;
+      for (int j = 0; j < n; ++j) {
+        const float* kr = sk + j * sd;
+        V acc = Isa::Zero();
+        int d = 0;
+        for (; d + kW <= sd; d += kW) acc = Isa::Fma(Isa::Load(qr + d), Isa::Load(kr + d), acc);
+        float dot = Isa::ReduceAdd(acc);
+        for (; d < sd; ++d) dot += qr[d] * kr[d];
+        logit[j] = dot;
+        mx = dot > mx ? dot : mx;
+      }
+      float sum = 0;
+      for (int j = 0; j < n; ++j) sum += std::exp(logit[j] - mx);
+      out[r * out_stride + i] = mx + std::log(sum);
+    }
+  }
+}
+
+// scores[i] += exp(b[i] - logsumexp(b[0, n))) for i < n: one row's softmax over the pages
+// (its estimated share of attention per page) added into its KV head's scores.
+template <class Isa>
+void FoldSoftmaxSum(const float* b, int n, float* scores) {
+  using V = typename Isa::V;
+  constexpr int kW = Isa::kW;
+  V vmax = Isa::Set1(-HUGE_VALF);
+  int i = 0;
+  for (; i + kW <= n; i += kW) vmax = Isa::Max(vmax, Isa::Load(b + i));
+  float mx = Isa::ReduceMax(vmax);
+  for (; i < n; ++i) mx = b[i] > mx ? b[i] : mx;
+  if (mx == -HUGE_VALF) return;  // no filled page
+  const V vm = Isa::Set1(mx);
+  V vsum = Isa::Zero();
+  i = 0;
+  for (; i + kW <= n; i += kW) vsum = Isa::Add(vsum, Isa::Exp(Isa::Sub(Isa::Load(b + i), vm)));
+  float sum = Isa::ReduceAdd(vsum);
+  for (; i < n; ++i) sum += std::exp(b[i] - mx);
+  const V vl = Isa::Set1(mx + std::log(sum));
+  i = 0;
+  for (; i + kW <= n; i += kW) {
+    Isa::Store(scores + i, Isa::Add(Isa::Load(scores + i), Isa::Exp(Isa::Sub(Isa::Load(b + i), vl))));
+  }
+  const float lse = mx + std::log(sum);
+  for (; i < n; ++i) scores[i] += std::exp(b[i] - lse);
+}
+
 template <class Isa>
 const RetrievalTable& MakeTable() {
-  static const RetrievalTable table = {&DigestUpdate<Isa>, &Bounds<Isa>, &FoldLogSoftmax<Isa>};
+  static const RetrievalTable table = {&DigestUpdate<Isa>, &Bounds<Isa>, &FoldLogSoftmax<Isa>,
+                                       &SketchLse<Isa>, &FoldSoftmaxSum<Isa>};
   return table;
 }
 
