@@ -5,6 +5,7 @@
 //   kvtier_bench_tool generate --model M --input prompts.json --max-tokens N
 //                                                                -> greedy token ids (raw prompts)
 //   kvtier_bench_tool speed    --model M --prompt-tokens P --gen G [--repeat R]
+//                              [--attention dense|sparse|auto] [--budget B] [--scoring sketch|bound]
 //                                                                -> prompt and decode tokens/s
 // Common: --threads N. Output is one JSON document on stdout.
 #include <cstdio>
@@ -96,13 +97,17 @@ int main(int argc, char** argv) {
     for (int i = 0; i < n_prompt; ++i) prompt[i] = 1000 + (i * 7919) % 20000;
     json runs = json::array();
     for (int r = 0; r < repeat; ++r) {
-      auto s = engine.MeasureSpeed(prompt, n_gen);
+      auto s = engine.MeasureSpeed(prompt, n_gen, get("attention", "dense"),
+                                   std::stoi(get("budget", "0")), get("scoring", ""));
       if (!s.ok()) return Fail(s.status().ToString());
       runs.push_back({{"prompt_tokens_per_s", s->prompt_tokens * 1000.0 / s->prefill_ms},
                       {"decode_tokens_per_s", n_gen > 0 ? n_gen * 1000.0 / s->decode_ms : 0.0},
                       {"decode_matmul_ms", s->profile.matmul_ms},
                       {"decode_attention_ms", s->profile.attention_ms},
-                      {"decode_other_ms", s->profile.other_ms}});
+                      {"decode_other_ms", s->profile.other_ms},
+                      {"decode_score_ms", s->profile.score_ms},
+                      {"decode_select_ms", s->profile.select_ms},
+                      {"pages_attended_avg", s->pages_attended_avg}});
     }
     std::cout << json{{"threads", engine.threads()}, {"runs", runs}}.dump() << "\n";
     return 0;

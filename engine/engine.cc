@@ -431,8 +431,14 @@ Result<std::vector<float>> Engine::AllLogits(const std::vector<int32_t>& tokens)
   return logits;
 }
 
-Result<Engine::SpeedResult> Engine::MeasureSpeed(const std::vector<int32_t>& prompt, int n_gen) {
+Result<Engine::SpeedResult> Engine::MeasureSpeed(const std::vector<int32_t>& prompt, int n_gen,
+                                                 const std::string& attention, int budget,
+                                                 const std::string& scoring) {
   if (prompt.empty()) return InvalidArgumentError("no tokens");
+  if (!ValidAttention(attention)) return InvalidArgumentError("attention must be auto, dense or sparse");
+  const std::string& scoring_used = scoring.empty() ? options_.sparse_scoring : scoring;
+  if (!ValidScoring(scoring_used)) return InvalidArgumentError("sparse_scoring must be sketch or bound");
+  if (budget != 0 && budget < 16) return InvalidArgumentError("budget_tokens must be >= 16");
   std::lock_guard<std::mutex> lock(compute_mu_);
   cache::SequenceKv seq(*pages_, model_->config().n_layers);
   RETURN_IF_ERROR(ReserveTokens(seq, static_cast<int64_t>(prompt.size()) + n_gen));
@@ -445,17 +451,30 @@ Result<Engine::SpeedResult> Engine::MeasureSpeed(const std::vector<int32_t>& pro
   r.prompt_tokens = static_cast<int64_t>(prompt.size());
   const model::ForwardPass::Profile mid = forward_->profile();
   int32_t n_past = static_cast<int32_t>(prompt.size());
+  struct DenseAtEnd {
+    model::ForwardPass* f;
+    ~DenseAtEnd() { f->set_sparse({}); }
+  } dense_at_end{forward_.get()};
+  const model::RetrievalCounters c0 = forward_->retrieval_counters();
   t0 = Clock::now();
   for (int i = 0; i < n_gen; ++i) {
+    forward_->set_sparse(SparseFor(options_, attention, budget > 0 ? budget : options_.budget_tokens,
+                                   scoring_used, n_past + 1));
     const int32_t one[1] = {Sampler::Argmax(logits)};
     RETURN_IF_ERROR(forward_->Run(one, n_past++, kv, model::LogitsMode::kLast, &logits));
   }
   r.decode_ms = MsSince(t0);
+  const model::RetrievalCounters& c1 = forward_->retrieval_counters();
+  r.pages_attended_avg = c1.lists > c0.lists ? static_cast<double>(c1.pages_attended - c0.pages_attended) /
+                                                   static_cast<double>(c1.lists - c0.lists)
+                                             : 0.0;
   r.decode_tokens = n_gen;
   const model::ForwardPass::Profile& end = forward_->profile();
   r.profile.matmul_ms = end.matmul_ms - mid.matmul_ms;
   r.profile.attention_ms = end.attention_ms - mid.attention_ms;
   r.profile.other_ms = end.other_ms - mid.other_ms;
+  r.profile.score_ms = end.score_ms - mid.score_ms;
+  r.profile.select_ms = end.select_ms - mid.select_ms;
   return r;
 }
 

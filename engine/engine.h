@@ -161,9 +161,14 @@ class Engine {
   struct SpeedResult {
     double prefill_ms = 0, decode_ms = 0;
     int64_t prompt_tokens = 0, decode_tokens = 0;
-    model::ForwardPass::Profile profile;
+    model::ForwardPass::Profile profile;  // of the decode steps
+    double pages_attended_avg = 0;        // per layer, KV head and decode step
   };
-  Result<SpeedResult> MeasureSpeed(const std::vector<int32_t>& prompt, int n_gen);
+  // The decode steps attend as a request with this `attention` ("dense", "sparse" or "auto"),
+  // budget (0: the engine's) and page scoring (empty: the engine's) would after its prompt.
+  Result<SpeedResult> MeasureSpeed(const std::vector<int32_t>& prompt, int n_gen,
+                                   const std::string& attention = "dense", int budget = 0,
+                                   const std::string& scoring = "");
 
   // Counters of every tier.
   cache::TierStatsSnapshot TierStats();
