@@ -50,6 +50,14 @@ const Option kOptions[] = {
     {"hot_cache_bytes", Type::kInt, 0, kMaxInt,
      "device pages promoted one by one for sparse attention (0: engine default)"},
     {"disk_cache_bytes", Type::kInt, 0, kMaxInt, "disk-tier capacity (0: no disk tier)"},
+    {"attention", Type::kString, 0, 0, "auto | dense | sparse (retrieval attention, DESIGN §5)"},
+    {"budget_tokens", Type::kInt, 16, 1 << 24, "sparse attention: tokens attended per KV head"},
+    {"dense_layers", Type::kInt, 0, 1024, "sparse attention: first layers kept dense"},
+    {"sink_tokens", Type::kInt, 0, 1 << 24, "sparse attention: first tokens always attended"},
+    {"recent_tokens", Type::kInt, 0, 1 << 24, "sparse attention: recent window always attended"},
+    {"sparse_min_tokens", Type::kInt, 0, kMaxInt,
+     "auto: sparse above this context (0: the engine's default)"},
+    {"sparse_scoring", Type::kString, 0, 0, "sketch | bound (how sparse attention ranks pages)"},
 };
 
 const Option* FindOption(std::string_view key) {
@@ -158,7 +166,25 @@ Status Apply(const Option& o, const Value& v, DaemonConfig* c) {
     c->hot_cache_bytes = static_cast<uint64_t>(v.i);
   else if (k == "disk_cache_bytes")
     c->disk_cache_bytes = static_cast<uint64_t>(v.i);
-  else
+  else if (k == "attention") {
+    if (v.str != "auto" && v.str != "dense" && v.str != "sparse") {
+      return InvalidArgumentError("must be auto, dense or sparse");
+    }
+    c->attention = v.str;
+  } else if (k == "budget_tokens")
+    c->budget_tokens = static_cast<int>(v.i);
+  else if (k == "dense_layers")
+    c->dense_layers = static_cast<int>(v.i);
+  else if (k == "sink_tokens")
+    c->sink_tokens = static_cast<int>(v.i);
+  else if (k == "recent_tokens")
+    c->recent_tokens = static_cast<int>(v.i);
+  else if (k == "sparse_min_tokens")
+    c->sparse_min_tokens = static_cast<int>(v.i);
+  else if (k == "sparse_scoring") {
+    if (v.str != "sketch" && v.str != "bound") return InvalidArgumentError("must be sketch or bound");
+    c->sparse_scoring = v.str;
+  } else
     return InternalError("option without a setter");
   return Status::Ok();
 }

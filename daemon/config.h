@@ -45,6 +45,14 @@ struct DaemonConfig {
   uint64_t host_cache_bytes = uint64_t{1} << 30;   // host tier (RAM); 0: none
   uint64_t hot_cache_bytes = 0;  // hot cache of single promoted pages; 0: the engine's default
   uint64_t disk_cache_bytes = uint64_t{16} << 30;  // disk tier under <cache_dir>/kv; 0: none
+  // Retrieval attention (DESIGN §5; engine::EngineOptions has the meaning of each).
+  std::string attention = "auto";  // auto | dense | sparse (requests may override)
+  int budget_tokens = 2048;
+  int dense_layers = 2;
+  int sink_tokens = 64;
+  int recent_tokens = 256;
+  int sparse_min_tokens = 0;         // auto goes sparse above this context; 0: the engine's
+  std::string sparse_scoring = "sketch";  // sketch | bound
 };
 
 // getenv-shaped lookup (tests pass a fake one).

@@ -75,6 +75,13 @@ int main(int argc, char** argv) {
   options.kv_capacity_bytes = config.kv_capacity_bytes;
   options.host_cache_bytes = config.host_cache_bytes;
   options.hot_cache_bytes = config.hot_cache_bytes;
+  options.attention = config.attention;
+  options.budget_tokens = config.budget_tokens;
+  options.dense_layers = config.dense_layers;
+  options.sink_tokens = config.sink_tokens;
+  options.recent_tokens = config.recent_tokens;
+  if (config.sparse_min_tokens > 0) options.sparse_min_tokens = config.sparse_min_tokens;
+  options.sparse_scoring = config.sparse_scoring;
   if (config.disk_cache_bytes > 0) {
     options.cache_dir = config.cache_dir;  // segments under <cache_dir>/kv
     options.state_dir = config.state_dir;  // the index under <state_dir>/kv-index

@@ -59,6 +59,21 @@ TEST(ConfigTest, FlagsOverrideTheFile) {
   EXPECT_EQ(cl->config.allowed_uids, (std::vector<uid_t>{7, 8}));
 }
 
+TEST(ConfigTest, RetrievalAttentionSettings) {
+  const std::string path = WriteFile(
+      "attention = \"sparse\"\nbudget_tokens = 1024\ndense_layers = 3\nsparse_scoring = "
+      "\"bound\"\nsparse_min_tokens = 4096\n");
+  Result<CommandLine> cl = LoadConfig({"--config", path, "--recent-tokens", "128"}, FakeEnv({}));
+  ASSERT_TRUE(cl.ok()) << cl.status().ToString();
+  EXPECT_EQ(cl->config.attention, "sparse");
+  EXPECT_EQ(cl->config.budget_tokens, 1024);
+  EXPECT_EQ(cl->config.dense_layers, 3);
+  EXPECT_EQ(cl->config.sparse_scoring, "bound");
+  EXPECT_EQ(cl->config.sparse_min_tokens, 4096);
+  EXPECT_EQ(cl->config.recent_tokens, 128);
+  EXPECT_EQ(cl->config.sink_tokens, 64);  // default kept
+}
+
 TEST(ConfigTest, StrictKeysTypesAndRanges) {
   const struct {
     const char* toml;
@@ -70,6 +85,9 @@ TEST(ConfigTest, StrictKeysTypesAndRanges) {
       {"device = \"tpu\"\n", "auto, cpu or cuda"},
       {"allowed_groups = [\"no-such-group-kvtier\"]\n", "unknown group"},
       {"log_level = \"loud\"\n", "must be trace"},
+      {"attention = \"fast\"\n", "auto, dense or sparse"},
+      {"sparse_scoring = \"best\"\n", "sketch or bound"},
+      {"budget_tokens = 8\n", "must be in [16,"},
       {"threads = \n", "kvtierd.toml:1"},
   };
   for (const auto& b : bad) {
