@@ -6,6 +6,9 @@
 //                                [--budgets 1024,2048]
 //   retrieval_quality_tool speed [--contexts 8192,16384] [--steps 8] [--rounds 3]
 //                                [--budget 2048]
+//   retrieval_quality_tool tiered [--context 8192] [--cases 10] [--budget 2048]
+//                                 [--device-frac 0.5] [--host-frac 0.25] [--hot-frac 0.9]
+//                                 [--kind passkey|needle]
 //   common: [--model M] [--threads T] [--scoring sketch,bound] (page scoring of the sparse
 //   runs, kernels/cpu/retrieval.h; each listed mode is run)
 //
@@ -19,6 +22,11 @@
 //   comparison: only the summation order differs), and sparse one token at a time per budget.
 //   Reports top-1 agreement with the dense batch, agreement where its top-1 margin is >= 1
 //   logit, and the mean and 99th percentile of KL(dense || other) per position.
+// tiered: the haystacks are prefilled by an engine with a disk cache (written through to the
+//   host and disk tiers); a fresh engine whose device pool and host tier are capped to the given
+//   fractions of the context's KV answers sparsely, promoting only selected pages. Reports
+//   accuracy against dense and sparse with everything on the device, the promotion counters
+//   and where the capped requests' time goes.
 // speed: prefills `context` tokens of the text, then decodes from the same position in
 //   interleaved rounds (dense `steps` tokens, then sparse `steps` tokens, rewriting the same
 //   positions), and reports tokens/s and where the time goes.
@@ -27,6 +35,7 @@
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
+#include <filesystem>
 #include <fstream>
 #include <map>
 #include <memory>
@@ -421,11 +430,138 @@ int RunSpeed(const Args& a) {
   return 0;
 }
 
+// ---- tiered: sparse decoding with the KV in the lower tiers ----------------------------------
+
+// Per case: an uncapped engine with a disk cache prefills the haystack (written through to the
+// host and disk tiers) and answers densely and sparsely with everything on the device; then a
+// fresh engine over the same cache, whose device pool and host tier are capped to fractions of
+// the context's KV, answers sparsely, promoting only the selected pages.
+int RunTiered(const Args& a) {
+  const int ctx = std::atoi(a.Get("context", "8192").c_str());
+  const int n_cases = std::atoi(a.Get("cases", "10").c_str());
+  const int budget = std::atoi(a.Get("budget", "2048").c_str());
+  const double device_frac = std::atof(a.Get("device-frac", "0.5").c_str());
+  const double host_frac = std::atof(a.Get("host-frac", "0.25").c_str());
+  const double hot_frac = std::atof(a.Get("hot-frac", "0.9").c_str());  // of the device pool
+  const std::string scoring = a.Get("scoring", "sketch");
+  const bench::CaseKind kind =
+      a.Get("kind", "passkey") == "needle" ? bench::CaseKind::kNeedle : bench::CaseKind::kPasskey;
+  char tmpl[] = "/tmp/kvtier_tiered_XXXXXX";
+  const std::string dir = a.Get("dir", "").empty() ? std::string(mkdtemp(tmpl)) : a.Get("dir", "");
+  engine::EngineOptions o;
+  o.model_path = a.Get("model", "");
+  o.threads = std::atoi(a.Get("threads", "2").c_str());
+  o.context_tokens = ctx + 256;
+  o.cache_dir = dir + "/cache";
+  o.state_dir = dir + "/state";
+  o.host_cache_bytes = 4ull << 30;
+  std::vector<bench::RetrievalCase> cases;
+  int dense_ok = 0, uncapped_ok = 0;
+  double uncapped_ms = 0;
+  {
+    auto e = engine::Engine::Create(o);
+    if (!e.ok()) return Fail(e.status().ToString());
+    for (int i = 0; i < n_cases; ++i) {
+      const double d = n_cases > 1 ? 1.0 - static_cast<double>(i) / (n_cases - 1) : 0.5;
+      cases.push_back(bench::MakeCase(**e, kind, ctx, d, 77 + ctx, 1000003ull * i + 7919 + ctx));
+      if (auto st = bench::PrefillHaystack(**e, cases.back()); !st.ok()) return Fail(st.ToString());
+      auto dense = bench::AskQuestion(**e, cases.back(), "dense", 0);
+      if (!dense.ok()) return Fail(dense.status().ToString());
+      const Clock::time_point t0 = Clock::now();
+      auto sp = bench::AskQuestion(**e, cases.back(), "sparse", budget, scoring);
+      if (!sp.ok()) return Fail(sp.status().ToString());
+      uncapped_ms += MsSince(t0);
+      dense_ok += dense->correct;
+      uncapped_ok += sp->correct;
+      std::fprintf(stderr, "depth %.2f answer %s dense '%s' sparse (device) '%s'\n", d,
+                   cases.back().answer.c_str(), dense->output.c_str(), sp->output.c_str());
+    }
+  }
+  // The capped engine. Page: 16 tokens x 3 KV heads x 64 dims x K,V x f16; a q8 extent holds
+  // 64 tokens of every layer.
+  const model::ModelConfig cfg = [&] {
+    auto m = model::Model::Load(o.model_path);
+    return m.ok() ? (*m)->config() : model::ModelConfig{};
+  }();
+  const uint64_t page_bytes = 2ull * 16 * cfg.n_kv_heads * cfg.head_dim * 2;
+  const uint64_t ctx_pages = static_cast<uint64_t>((ctx + 15) / 16) * cfg.n_layers;
+  const uint64_t extent_q8 =
+      4ull * cfg.n_layers * (2 * 16 * cfg.n_kv_heads * cfg.head_dim + 2 * 16 * cfg.n_kv_heads * 2);
+  engine::EngineOptions capped = o;
+  capped.kv_capacity_bytes = static_cast<uint64_t>(device_frac * ctx_pages) * page_bytes;
+  capped.host_cache_bytes = static_cast<uint64_t>(host_frac * (ctx / 64)) * extent_q8;
+  // The hot cache must hold one step's working set (the dense layers' pages and the union of the
+  // KV heads' selections in every sparse layer), or every step promotes everything again.
+  capped.hot_cache_bytes = static_cast<uint64_t>(hot_frac * capped.kv_capacity_bytes);
+  auto e = engine::Engine::Create(capped);
+  if (!e.ok()) return Fail(e.status().ToString());
+  int ok = 0;
+  engine::RetrievalUsage sum;
+  int64_t tokens = 0, steps = 0;
+  double total_ms = 0;
+  for (const bench::RetrievalCase& c : cases) {
+    const Clock::time_point t0 = Clock::now();
+    auto sp = bench::AskQuestion(**e, c, "sparse", budget, scoring);
+    if (!sp.ok()) return Fail(sp.status().ToString());
+    total_ms += MsSince(t0);
+    ok += sp->correct;
+    const engine::RetrievalUsage& r = sp->result.retrieval;
+    sum.cold_tokens += r.cold_tokens;
+    sum.pages_promoted_host += r.pages_promoted_host;
+    sum.pages_promoted_disk += r.pages_promoted_disk;
+    sum.bytes_decompressed += r.bytes_decompressed;
+    sum.hot_hits += r.hot_hits;
+    sum.hot_misses += r.hot_misses;
+    sum.promote_ms += r.promote_ms;
+    sum.matmul_ms += r.matmul_ms;
+    sum.attention_ms += r.attention_ms;
+    sum.score_ms += r.score_ms;
+    sum.select_ms += r.select_ms;
+    sum.other_ms += r.other_ms;
+    sum.pages_attended_avg += r.pages_attended_avg;
+    tokens += static_cast<int64_t>(sp->result.tokens.size());
+    steps += r.sparse_steps + r.dense_steps;
+    std::fprintf(stderr, "depth %.2f capped sparse '%s' (cold %lld tokens, promoted host %lld disk %lld)\n",
+                 c.depth, sp->output.c_str(), static_cast<long long>(r.cold_tokens),
+                 static_cast<long long>(r.pages_promoted_host),
+                 static_cast<long long>(r.pages_promoted_disk));
+  }
+  const double n = static_cast<double>(cases.size());
+  std::printf("%s, context %d, %d cases, budget %d (%s); device pool %.0f%% of the context's %llu "
+              "KV pages (%.1f MB), host tier %.0f%% of its %d extents (%.1f MB)\n\n",
+              kind == bench::CaseKind::kPasskey ? "passkey" : "needle", ctx, n_cases, budget,
+              scoring.c_str(), 100 * device_frac, static_cast<unsigned long long>(ctx_pages),
+              capped.kv_capacity_bytes / 1e6, 100 * host_frac, ctx / 64, capped.host_cache_bytes / 1e6);
+  std::printf("| dense (device) | sparse (device) | sparse (capped tiers) | ÷ dense | cold tokens/case | "
+              "pages promoted host / disk per case | hot-cache hit rate | MB decompressed/case | "
+              "request ms uncapped / capped |\n|---|---|---|---|---|---|---|---|---|\n");
+  std::printf("| %d/%d | %d/%d | %d/%d | %.2f | %.0f | %.0f / %.0f | %.2f | %.1f | %.0f / %.0f |\n\n",
+              dense_ok, n_cases, uncapped_ok, n_cases, ok, n_cases,
+              dense_ok > 0 ? static_cast<double>(ok) / dense_ok : 0.0, sum.cold_tokens / n,
+              sum.pages_promoted_host / n, sum.pages_promoted_disk / n,
+              static_cast<double>(sum.hot_hits) / std::max<int64_t>(1, sum.hot_hits + sum.hot_misses),
+              sum.bytes_decompressed / n / 1e6, uncapped_ms / n, total_ms / n);
+  std::printf("Capped request time by stage, ms per forward step (%lld steps: the question batch and "
+              "each generated token; %.1f pages attended per layer, KV head and step):\n\n",
+              static_cast<long long>(steps), sum.pages_attended_avg / n);
+  const double st = std::max<int64_t>(1, steps);
+  std::printf("| matmul | attention | scoring | selection | promotion | other |\n|---|---|---|---|---|---|\n");
+  std::printf("| %.1f | %.1f | %.1f | %.2f | %.1f | %.1f |\n", sum.matmul_ms / st,
+              sum.attention_ms / st, sum.score_ms / st, sum.select_ms / st, sum.promote_ms / st,
+              sum.other_ms / st);
+  (void)tokens;
+  if (a.Get("dir", "").empty()) {
+    std::error_code ec;
+    std::filesystem::remove_all(dir, ec);
+  }
+  return 0;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
   if (argc < 2) {
-    return Fail("usage: retrieval_quality_tool cases|agree|speed [--flag value ...]");
+    return Fail("usage: retrieval_quality_tool cases|agree|speed|tiered [--flag value ...]");
   }
   const std::string cmd = argv[1];
   Args a;
@@ -442,5 +578,6 @@ int main(int argc, char** argv) {
   if (cmd == "cases") return RunCases(a);
   if (cmd == "agree") return RunAgree(a);
   if (cmd == "speed") return RunSpeed(a);
+  if (cmd == "tiered") return RunTiered(a);
   return Fail("unknown command " + cmd);
 }

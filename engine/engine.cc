@@ -289,6 +289,7 @@ Result<GenerateResult> Engine::Generate(const GenerateRequest& request,
   } dense_at_end{forward_.get()};
   // Counted over the steps after the cached context only (re-taken below when there is none).
   model::RetrievalCounters counters_before = forward_->retrieval_counters();
+  model::ForwardPass::Profile profile_before = forward_->profile();
   auto set_attention = [&](bool after_cache, int64_t context_tokens) {
     model::SparseAttention s;
     if (after_cache) {
@@ -323,7 +324,10 @@ Result<GenerateResult> Engine::Generate(const GenerateRequest& request,
                                     static_cast<int64_t>(prompt.size())));
   }
   result.timing.prefill_ms = MsSince(prefill_start);
-  if (cached == 0) counters_before = forward_->retrieval_counters();
+  if (cached == 0) {
+    counters_before = forward_->retrieval_counters();
+    profile_before = forward_->profile();
+  }
 
   std::string pending;  // decoded bytes not yet emitted (incomplete UTF-8 or a possible stop)
   size_t max_stop = 0;
@@ -403,6 +407,13 @@ Result<GenerateResult> Engine::Generate(const GenerateRequest& request,
       result.retrieval.pages_attended_avg =
           static_cast<double>(now.pages_attended - counters_before.pages_attended) / lists;
     }
+    const model::ForwardPass::Profile& p = forward_->profile();
+    RetrievalUsage& r = result.retrieval;
+    r.matmul_ms = p.matmul_ms - profile_before.matmul_ms;
+    r.attention_ms = p.attention_ms - profile_before.attention_ms;
+    r.score_ms = p.score_ms - profile_before.score_ms;
+    r.select_ms = p.select_ms - profile_before.select_ms;
+    r.other_ms = p.other_ms - profile_before.other_ms;
   }
   if (options_.prefix_cache && n_past > static_cast<int32_t>(prompt.size())) {
     // The conversation so far (prompt + the generated tokens whose KV exists) becomes a

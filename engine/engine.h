@@ -116,6 +116,9 @@ struct RetrievalUsage {
   uint64_t bytes_decompressed = 0;  // f16 KV bytes written by page decodes
   int64_t hot_hits = 0, hot_misses = 0;  // selected cold pages already hot / decoded now
   double promote_ms = 0;                 // time spent promoting cold pages
+  // Where the forward steps after the cached context spent their time (ForwardPass::Profile;
+  // promotion is not in these: it is promote_ms; gathering cold pages' digests is in score_ms).
+  double matmul_ms = 0, attention_ms = 0, score_ms = 0, select_ms = 0, other_ms = 0;
 };
 
 struct GenerateResult {
