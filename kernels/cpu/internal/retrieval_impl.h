@@ -95,8 +95,9 @@ void Bounds(const KvPool& pool, const PageRef* pages, int n_pages, int kv_head, 
   }
 }
 
+// logsumexp(b[0, n)); -inf when every b[i] is -inf (or n == 0).
 template <class Isa>
-void FoldLogSoftmax(const float* b, int n, float* scores) {
+float LogSumExp(const float* b, int n) {
   using V = typename Isa::V;
   constexpr int kW = Isa::kW;
   V vmax = Isa::Set1(-HUGE_VALF);
@@ -104,15 +105,23 @@ void FoldLogSoftmax(const float* b, int n, float* scores) {
   for (; i + kW <= n; i += kW) vmax = Isa::Max(vmax, Isa::Load(b + i));
   float mx = Isa::ReduceMax(vmax);
   for (; i < n; ++i) mx = b[i] > mx ? b[i] : mx;
+  if (mx == -HUGE_VALF) return mx;
   const V vm = Isa::Set1(mx);
   V vsum = Isa::Zero();
   i = 0;
   for (; i + kW <= n; i += kW) vsum = Isa::Add(vsum, Isa::Exp(Isa::Sub(Isa::Load(b + i), vm)));
   float sum = Isa::ReduceAdd(vsum);
   for (; i < n; ++i) sum += std::exp(b[i] - mx);
-  const float lse = mx + std::log(sum);
+  return mx + std::log(sum);
+}
+
+template <class Isa>
+void FoldLogSoftmax(const float* b, int n, float* scores) {
+  using V = typename Isa::V;
+  constexpr int kW = Isa::kW;
+  const float lse = LogSumExp<Isa>(b, n);
   const V vl = Isa::Set1(lse);
-  i = 0;
+  int i = 0;
   for (; i + kW <= n; i += kW) {
     Isa::Store(scores + i, Isa::Max(Isa::Load(scores + i), Isa::Sub(Isa::Load(b + i), vl)));
   }
@@ -175,24 +184,14 @@ template <class Isa>
 void FoldSoftmaxSum(const float* b, int n, float* scores) {
   using V = typename Isa::V;
   constexpr int kW = Isa::kW;
-  V vmax = Isa::Set1(-HUGE_VALF);
+  const float lse = LogSumExp<Isa>(b, n);
+  if (lse == -HUGE_VALF) return;  // no filled page
+  const V vl = Isa::Set1(lse);
   int i = 0;
-  for (; i + kW <= n; i += kW) vmax = Isa::Max(vmax, Isa::Load(b + i));
-  float mx = Isa::ReduceMax(vmax);
-  for (; i < n; ++i) mx = b[i] > mx ? b[i] : mx;
-  if (mx == -HUGE_VALF) return;  // no filled page
-  const V vm = Isa::Set1(mx);
-  V vsum = Isa::Zero();
-  i = 0;
-  for (; i + kW <= n; i += kW) vsum = Isa::Add(vsum, Isa::Exp(Isa::Sub(Isa::Load(b + i), vm)));
-  float sum = Isa::ReduceAdd(vsum);
-  for (; i < n; ++i) sum += std::exp(b[i] - mx);
-  const V vl = Isa::Set1(mx + std::log(sum));
-  i = 0;
   for (; i + kW <= n; i += kW) {
-    Isa::Store(scores + i, Isa::Add(Isa::Load(scores + i), Isa::Exp(Isa::Sub(Isa::Load(b + i), vl))));
+    Isa::Store(scores + i,
+               Isa::Add(Isa::Load(scores + i), Isa::Exp(Isa::Sub(Isa::Load(b + i), vl))));
   }
-  const float lse = mx + std::log(sum);
   for (; i < n; ++i) scores[i] += std::exp(b[i] - lse);
 }
 
