@@ -9,7 +9,6 @@
 #include <atomic>
 #include <cmath>
 #include <cstdint>
-#include <cstring>
 #include <limits>
 #include <numbers>
 #include <vector>
@@ -239,8 +238,7 @@ void WriteKv(const KvPool& pool, std::span<const PageRef> slots, const float* k,
         uint16_t* dg = pool.DigestHead(slot.page, h);
         const uint16_t* key = pool.K(slot.page) + off;
         digest.digest_update(key, d_dim, dg, slot.first_pos == 0);
-        const int sd = pool.SketchDims();
-        std::memcpy(pool.SketchRow(dg, slot.first_pos), key + d_dim - sd, sd * sizeof(uint16_t));
+        pool.SetSketch(dg, slot.first_pos, key);
       }
     }
   }

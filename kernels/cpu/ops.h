@@ -71,8 +71,8 @@ void SoftmaxInPlace(float* x, int64_t n);
 // digests + p * DigestHalfs(), per KV head g at DigestHead(p, g) (DigestHeadHalfs() f16):
 //   [0, head_dim)              the element-wise min of the keys in the page's filled slots,
 //   [head_dim, 2 * head_dim)   their max (rows 0 and 1: the layout of kernels/cuda/cuda_paged.h),
-//   then page_tokens rows of SketchDims() f16: the key *sketch*, slot s's key restricted to its
-//   last SketchDims() dimensions — the lowest RoPE frequencies (rotation pairs (2i, 2i+1) with
+//   then SketchDims() x page_tokens f16 (dimension-major, see Sketch()): the key *sketch*, each
+//   slot's key restricted to its last SketchDims() dimensions — the lowest RoPE frequencies (rotation pairs (2i, 2i+1) with
 //   frequency base^(-2i/head_dim)), which carry the position-independent part of q.k that
 //   long-range retrieval depends on. Scoring pages from the sketch estimates each page's share of
 //   attention far better than the min/max bound on this model (BENCHMARKS.md, retrieval).
@@ -102,10 +102,17 @@ struct KvPool {
   uint16_t* DigestHead(int32_t page, int kv_head) const {
     return Digest(page) + static_cast<size_t>(kv_head) * DigestHeadHalfs();
   }
-  // Slot `slot`'s sketch row in a head digest.
-  uint16_t* SketchRow(uint16_t* head_digest, int slot) const {
-    return head_digest + 2 * static_cast<size_t>(head_dim) +
-           static_cast<size_t>(slot) * SketchDims();
+  // The key sketch of a head digest, dimension-major: slot j's value of sketch dimension d
+  // (key dimension head_dim - SketchDims() + d) is at Sketch(hd)[d * page_tokens + j], so one
+  // vector load reads a dimension for consecutive slots.
+  uint16_t* Sketch(uint16_t* head_digest) const {
+    return head_digest + 2 * static_cast<size_t>(head_dim);
+  }
+  // Writes slot `slot`'s sketch from its f16 key row (head_dim values).
+  void SetSketch(uint16_t* head_digest, int slot, const uint16_t* key) const {
+    uint16_t* sk = Sketch(head_digest) + slot;
+    const uint16_t* src = key + head_dim - SketchDims();
+    for (int d = 0; d < SketchDims(); ++d) sk[static_cast<size_t>(d) * page_tokens] = src[d];
   }
 };
 

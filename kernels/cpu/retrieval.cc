@@ -8,7 +8,6 @@
 #include <chrono>
 #include <cmath>
 #include <cstdint>
-#include <cstring>
 #include <limits>
 #include <numeric>
 #include <vector>
@@ -66,10 +65,9 @@ void UpdateDigests(const KvPool& pool, std::span<const PageRef> pages) {
         continue;
       }
       const uint16_t* k = pool.K(p.page) + static_cast<size_t>(g) * pool.page_tokens * d_dim;
-      const int sd = pool.SketchDims();
       for (int j = 0; j < n; ++j) {
         table.digest_update(k + j * d_dim, d_dim, dg, j == 0);
-        std::memcpy(pool.SketchRow(dg, j), k + j * d_dim + d_dim - sd, sd * sizeof(uint16_t));
+        pool.SetSketch(dg, j, k + j * d_dim);
       }
     }
   }

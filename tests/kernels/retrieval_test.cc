@@ -184,7 +184,7 @@ TEST_P(RetrievalTest, WriteKvKeepsExactDigestsAndUpdateDigestsAgrees) {
         for (int j = 0; j < p.n_tokens; ++j) {
           for (int d = 0; d < sd; ++d) {
             const uint16_t key = s.pool.K(p.page)[(static_cast<size_t>(g) * 16 + j) * dim + dim - sd + d];
-            ASSERT_EQ(s.pool.SketchRow(dg, j)[d], key) << "page " << p.page << " slot " << j;
+            ASSERT_EQ(s.pool.Sketch(dg)[d * 16 + j], key) << "page " << p.page << " slot " << j;
           }
         }
         for (int d = 0; d < dim; ++d) {

@@ -131,9 +131,10 @@ void FoldLogSoftmax(const float* b, int n, float* scores) {
   }
 }
 
-// One page at a time: its sketch rows are converted once (SketchDims() along the lanes, one row
-// per filled slot) and serve every query row; per row the logits of the page's slots from the
-// sketch, then their logsumexp.
+// One page at a time: its sketch is converted once, dimension-major (consecutive slots along
+// the lanes), and serves every query row; per row the logits of all the page's slots are
+// accumulated together (one broadcast multiply-add per sketch dimension, no horizontal sums),
+// then their logsumexp.
 template <class Isa>
 void SketchLse(const KvPool& pool, const PageRef* pages, int n_pages, int kv_head, const float* q,
                int n_rows, float* out, int64_t out_stride) {
@@ -141,39 +142,38 @@ void SketchLse(const KvPool& pool, const PageRef* pages, int n_pages, int kv_hea
   constexpr int kW = Isa::kW;
   constexpr int kMaxSlots = 64, kMaxSketch = 64;
   const int sd = pool.SketchDims();
+  const int pt = pool.page_tokens;
   const int q_off = pool.head_dim - sd;  // the sketch is the keys' last sd dimensions
-  alignas(64) float sk[kMaxSlots * kMaxSketch];
-  float logit[kMaxSlots];
+  alignas(64) float sk[kMaxSketch * kMaxSlots];
+  alignas(64) float logit[kMaxSlots];
   for (int i = 0; i < n_pages; ++i) {
-    const int n = pages[i].n_tokens < pool.page_tokens ? pages[i].n_tokens : pool.page_tokens;
+    const int n = pages[i].n_tokens < pt ? pages[i].n_tokens : pt;
     if (n <= 0) {
       for (int r = 0; r < n_rows; ++r) out[r * out_stride + i] = -HUGE_VALF;
       continue;
     }
-    uint16_t* dg = pool.DigestHead(pages[i].page, kv_head);
-    for (int j = 0; j < n; ++j) {
-      const uint16_t* row = pool.SketchRow(dg, j);
-      float* dst = sk + j * sd;
-      int d = 0;
-      for (; d + kW <= sd; d += kW) Isa::Store(dst + d, Isa::LoadH(row + d));
-      for (; d < sd; ++d) dst[d] = F16ToF32(row[d]);
+    const uint16_t* src = pool.Sketch(pool.DigestHead(pages[i].page, kv_head));
+    const int nv = n / kW * kW;  // slots done with vectors; the rest scalar
+    for (int d = 0; d < sd; ++d) {
+      const uint16_t* row = src + static_cast<size_t>(d) * pt;
+      float* dst = sk + d * kMaxSlots;
+      int j = 0;
+      for (; j < nv; j += kW) Isa::Store(dst + j, Isa::LoadH(row + j));
+      for (; j < n; ++j) dst[j] = F16ToF32(row[j]);
     }
     for (int r = 0; r < n_rows; ++r) {
       const float* qr = q + static_cast<size_t>(r) * pool.head_dim + q_off;
-      float mx = -HUGE_VALF;
-      for (int j = 0; j < n; ++j) {
-        const float* kr = sk + j * sd;
+      for (int j = 0; j < nv; j += kW) {
         V acc = Isa::Zero();
-        int d = 0;
-        for (; d + kW <= sd; d += kW) acc = Isa::Fma(Isa::Load(qr + d), Isa::Load(kr + d), acc);
-        float dot = Isa::ReduceAdd(acc);
-        for (; d < sd; ++d) dot += qr[d] * kr[d];
-        logit[j] = dot;
-        mx = dot > mx ? dot : mx;
+        for (int d = 0; d < sd; ++d) acc = Isa::Fma(Isa::Set1(qr[d]), Isa::Load(sk + d * kMaxSlots + j), acc);
+        Isa::Store(logit + j, acc);
       }
-      float sum = 0;
-      for (int j = 0; j < n; ++j) sum += std::exp(logit[j] - mx);
-      out[r * out_stride + i] = mx + std::log(sum);
+      for (int j = nv; j < n; ++j) {
+        float dot = 0;
+        for (int d = 0; d < sd; ++d) dot += qr[d] * sk[d * kMaxSlots + j];
+        logit[j] = dot;
+      }
+      out[r * out_stride + i] = LogSumExp<Isa>(logit, n);
     }
   }
 }

@@ -22,7 +22,7 @@ struct RetrievalTable {
   // scores[i] = max(scores[i], b[i] - logsumexp(b[0, n))) for i < n (one head's normalised
   // bounds folded into its KV head's scores).
   void (*fold_log_softmax)(const float* b, int n, float* scores);
-  // As bounds, from the key sketches (KvPool::SketchRow): out[r * out_stride + i] = logsumexp
+  // As bounds, from the key sketches (KvPool::Sketch): out[r * out_stride + i] = logsumexp
   // over page i's filled slots j of sum_d q[r][head_dim - sd + d] * sketch_i[j][d] (-inf for an
   // empty page).
   void (*sketch_lse)(const KvPool& pool, const PageRef* pages, int n_pages, int kv_head,
