@@ -3,6 +3,7 @@
 // the sparse path, and the engine's mode switches and counters.
 #include <gtest/gtest.h>
 
+#include <cstdio>
 #include <string>
 
 #include "bench/retrieval_cases.h"
@@ -94,6 +95,40 @@ TEST_F(RetrievalModelTest, AutoStaysDenseBelowTheThresholdAndModesAreValidated) 
   r.attention = "sparse";
   r.budget_tokens = 8;
   EXPECT_EQ(engine_->Generate(r, nullptr).status().code(), StatusCode::kInvalidArgument);
+  r.budget_tokens = 0;
+  r.sparse_scoring = "best";
+  EXPECT_EQ(engine_->Generate(r, nullptr).status().code(), StatusCode::kInvalidArgument);
+  EngineOptions bad;
+  bad.model_path = testing::ModelPath();
+  bad.sparse_scoring = "exact";
+  EXPECT_EQ(Engine::Create(bad).status().code(), StatusCode::kInvalidArgument);
+}
+
+// The page scoring matters: on the same cases the sketch scoring (the default) answers like
+// dense where DESIGN's min/max bound, at this small budget, loses the needle.
+TEST_F(RetrievalModelTest, SketchScoringFindsWhatTheBoundMisses) {
+  int dense_ok = 0, sketch_ok = 0, bound_ok = 0;
+  for (double depth : {0.1, 0.35, 0.6, 0.85}) {
+    const bench::RetrievalCase c =
+        bench::MakeCase(*engine_, bench::CaseKind::kNeedle, 1800, depth, 21, 23 + depth * 100);
+    ASSERT_TRUE(bench::PrefillHaystack(*engine_, c).ok());
+    auto dense = bench::AskQuestion(*engine_, c, "dense", 0);
+    auto sketch = bench::AskQuestion(*engine_, c, "sparse", 256, "sketch");
+    auto bound = bench::AskQuestion(*engine_, c, "sparse", 256, "bound");
+    ASSERT_TRUE(dense.ok() && sketch.ok() && bound.ok());
+    std::printf("depth %.2f answer %s: dense '%s' sketch '%s' bound '%s'\n", depth,
+                c.answer.c_str(), dense->output.c_str(), sketch->output.c_str(),
+                bound->output.c_str());
+    dense_ok += dense->correct;
+    sketch_ok += sketch->correct;
+    bound_ok += bound->correct;
+    // Same budget, same page count: only the choice of pages differs.
+    EXPECT_EQ(sketch->result.retrieval.pages_attended_avg,
+              bound->result.retrieval.pages_attended_avg);
+  }
+  EXPECT_EQ(dense_ok, 4);
+  EXPECT_EQ(sketch_ok, dense_ok);
+  EXPECT_LT(bound_ok, sketch_ok);
 }
 
 }  // namespace
