@@ -242,7 +242,9 @@ kvtier::Status Prefill(Rig& r, const std::vector<int32_t>& tokens, int64_t n) {
 }
 
 kernels::ScoringMode ScoringOf(const std::string& name) {
-  return name == "bound" ? kernels::ScoringMode::kBound : kernels::ScoringMode::kSketch;
+  return name == "bound"   ? kernels::ScoringMode::kBound
+         : name == "exact" ? kernels::ScoringMode::kExact
+                           : kernels::ScoringMode::kSketch;
 }
 
 model::SparseAttention SparseOf(int budget, const std::string& scoring) {

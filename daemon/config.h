@@ -51,7 +51,7 @@ struct DaemonConfig {
   int dense_layers = 2;
   int sink_tokens = 64;
   int recent_tokens = 256;
-  int sparse_min_tokens = 0;         // auto goes sparse above this context; 0: the engine's
+  int sparse_min_tokens = 0;         // auto goes sparse above this context; 0: the engine's (4096)
   std::string sparse_scoring = "sketch";  // sketch | bound
 };
 

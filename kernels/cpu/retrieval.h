@@ -41,7 +41,9 @@ namespace kvtier::kernels {
 // with n_tokens 0 gets min = +inf, max = -inf. pool.digests must be set.
 void UpdateDigests(const KvPool& pool, std::span<const PageRef> pages);
 
-enum class ScoringMode { kSketch, kBound };
+// kExact: as kSketch from all the dimensions of the keys themselves (an upper reference for the
+// benchmarks: it reads every key, as dense attention does).
+enum class ScoringMode { kSketch, kBound, kExact };
 
 // score[g * cand.size() + i] as above (higher is better in both modes). q: [n_tokens][n_heads]
 // [head_dim] f32 (unscaled). pool.digests must be set; head_dim <= 256, page_tokens <= 64.

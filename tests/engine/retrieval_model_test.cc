@@ -104,6 +104,27 @@ TEST_F(RetrievalModelTest, AutoStaysDenseBelowTheThresholdAndModesAreValidated) 
   EXPECT_EQ(Engine::Create(bad).status().code(), StatusCode::kInvalidArgument);
 }
 
+TEST_F(RetrievalModelTest, AutoGoesSparseAboveTheThreshold) {
+  EngineOptions opt;
+  opt.model_path = testing::ModelPath();
+  opt.threads = 2;
+  opt.context_tokens = 2048;
+  opt.host_cache_bytes = 0;
+  opt.recent_tokens = 128;
+  opt.budget_tokens = 512;
+  opt.sparse_min_tokens = 1000;
+  auto e = Engine::Create(opt);
+  ASSERT_TRUE(e.ok()) << e.status().ToString();
+  const bench::RetrievalCase c = bench::MakeCase(**e, bench::CaseKind::kNeedle, 1400, 0.4, 9, 10);
+  ASSERT_TRUE(bench::PrefillHaystack(**e, c).ok());
+  auto res = bench::AskQuestion(**e, c, "", 0);  // the engine's mode: auto
+  ASSERT_TRUE(res.ok()) << res.status().ToString();
+  EXPECT_EQ(res->result.retrieval.attention, "auto");
+  EXPECT_GT(res->result.retrieval.sparse_steps, 1);
+  EXPECT_EQ(res->result.retrieval.dense_steps, 0);
+  EXPECT_LT(res->result.retrieval.pages_attended_avg, 45.0);  // dense: ~90 pages
+}
+
 // The page scoring matters: on the same cases the sketch scoring (the default) answers like
 // dense where DESIGN's min/max bound, at this small budget, loses the needle.
 TEST_F(RetrievalModelTest, SketchScoringFindsWhatTheBoundMisses) {
