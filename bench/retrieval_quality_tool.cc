@@ -10,7 +10,8 @@
 //                                 [--device-frac 0.5] [--host-frac 0.25] [--hot-frac 0.9]
 //                                 [--kind passkey|needle]
 //   common: [--model M] [--threads T] [--scoring sketch,bound] (page scoring of the sparse
-//   runs, kernels/cpu/retrieval.h; each listed mode is run)
+//   runs, kernels/cpu/retrieval.h; each listed mode is run; also `exact` and `sketch+centroid`,
+//   references computed from the keys, for agree and speed — cases takes sketch|bound only)
 //
 // cases: seeded passkey / needle-in-a-haystack cases (bench/retrieval_cases.h), needle depths
 //   spread evenly over 0..100%. Per case the haystack is prefilled densely and cached, then the
@@ -242,9 +243,10 @@ kvtier::Status Prefill(Rig& r, const std::vector<int32_t>& tokens, int64_t n) {
 }
 
 kernels::ScoringMode ScoringOf(const std::string& name) {
-  return name == "bound"   ? kernels::ScoringMode::kBound
-         : name == "exact" ? kernels::ScoringMode::kExact
-                           : kernels::ScoringMode::kSketch;
+  return name == "bound"             ? kernels::ScoringMode::kBound
+         : name == "exact"           ? kernels::ScoringMode::kExact
+         : name == "sketch+centroid" ? kernels::ScoringMode::kSketchCentroid
+                                     : kernels::ScoringMode::kSketch;
 }
 
 model::SparseAttention SparseOf(int budget, const std::string& scoring) {

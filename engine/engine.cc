@@ -38,14 +38,21 @@ bool ValidAttention(const std::string& m) { return m == "auto" || m == "dense" |
 
 // The forward pass's attention for a step after the cached context whose context (after the
 // step) is context_tokens.
-bool ValidScoring(const std::string& m) { return m == "sketch" || m == "bound"; }
+// "exact" and "sketch+centroid" are benchmark references that read every key (kernels/cpu/
+// retrieval.h); the forward pass falls back to "sketch" in layers with cold pages.
+bool ValidScoring(const std::string& m) {
+  return m == "sketch" || m == "bound" || m == "exact" || m == "sketch+centroid";
+}
 
 model::SparseAttention SparseFor(const EngineOptions& o, const std::string& mode, int budget,
                                  const std::string& scoring, int64_t context_tokens) {
   model::SparseAttention s;
   s.enabled = mode == "sparse" || (mode == "auto" && context_tokens > o.sparse_min_tokens);
   s.dense_layers = o.dense_layers;
-  s.scoring = scoring == "bound" ? kernels::ScoringMode::kBound : kernels::ScoringMode::kSketch;
+  s.scoring = scoring == "bound"             ? kernels::ScoringMode::kBound
+              : scoring == "exact"           ? kernels::ScoringMode::kExact
+              : scoring == "sketch+centroid" ? kernels::ScoringMode::kSketchCentroid
+                                             : kernels::ScoringMode::kSketch;
   s.budget_tokens = budget;
   s.sink_tokens = o.sink_tokens;
   s.recent_tokens = o.recent_tokens;
@@ -131,7 +138,8 @@ Result<std::unique_ptr<Engine>> Engine::Create(const EngineOptions& options) {
   }
   if (options.budget_tokens < 16) return InvalidArgumentError("budget_tokens must be >= 16");
   if (!ValidScoring(options.sparse_scoring)) {
-    return InvalidArgumentError("sparse_scoring must be sketch or bound, not '" +
+    return InvalidArgumentError("sparse_scoring must be sketch or bound (or a benchmark "
+                                "reference: exact, sketch+centroid), not '" +
                                 options.sparse_scoring + "'");
   }
   ASSIGN_OR_RETURN(e->model_, model::Model::Load(options.model_path));

@@ -53,7 +53,8 @@ struct EngineOptions {
   int sink_tokens = 64;
   int recent_tokens = 256;
   // How sparse steps rank pages (kernels/cpu/retrieval.h): "sketch" (estimated attention mass
-  // from the digests' key sketches, the default) or "bound" (DESIGN §5's min/max bound).
+  // from the digests' key sketches, the default) or "bound" (DESIGN §5's min/max bound); the
+  // benchmark references "exact" and "sketch+centroid" read every key (pages on the device).
   std::string sparse_scoring = "sketch";
   // auto goes sparse once the context exceeds this (DESIGN §5's 4096). Restored this session:
   // with the sketch scoring sparse matches dense on passkey/needle cases within one case in 50

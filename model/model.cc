@@ -345,7 +345,10 @@ Status ForwardPass::RunBatch(std::span<const int32_t> tokens, int32_t n_past, co
       const kernels::SelectShape shape =
           kernels::SelectPages(score_pool, pages_, sink_pages, recent_pages, k_pages, q_.data(),
                                n, c.n_heads, scale, &selected_, threads_, &sel,
-                               sparse_.scoring);
+                               has_cold && (sparse_.scoring == kernels::ScoringMode::kExact ||
+                                            sparse_.scoring == kernels::ScoringMode::kSketchCentroid)
+                                   ? kernels::ScoringMode::kSketch  // references need the keys
+                                   : sparse_.scoring);
       profile_.score_ms += sel.score_ms;
       profile_.select_ms += sel.select_ms;
       if (!shape.all() && has_cold) {

@@ -49,23 +49,38 @@ constexpr int64_t kTokenChunk = 16;
 // Candidate pages per thread-pool work range.
 constexpr int64_t kPagesPerRange = 32;
 
-// ScoringMode::kExact (a reference for the benchmarks): as SketchLse, from every dimension of
-// the page's keys themselves. Scalar; reads all the keys, i.e. as much as dense attention.
-void ExactLse(const KvPool& pool, const PageRef* pages, int n_pages, int kv_head, const float* q,
-              int n_rows, float* out, int64_t out_stride) {
+// The reference scorings for the benchmarks, from the page's keys themselves (scalar; they read
+// every key, as dense attention does): kExact, as SketchLse over all the dimensions; and
+// kSketchCentroid, the sketch logits plus q . the page's mean of the other dimensions (what a
+// digest with a centroid of the high-frequency dims would score).
+template <bool kCentroid>
+void KeysLse(const KvPool& pool, const PageRef* pages, int n_pages, int kv_head, const float* q,
+             int n_rows, float* out, int64_t out_stride) {
   const int d_dim = pool.head_dim;
+  const int split = d_dim - pool.SketchDims();  // dims [0, split) are summarised by the centroid
   std::vector<float> k(static_cast<size_t>(pool.page_tokens) * d_dim);
-  std::vector<float> logit(static_cast<size_t>(pool.page_tokens));
+  std::vector<float> logit(static_cast<size_t>(pool.page_tokens)), mean(d_dim);
   for (int i = 0; i < n_pages; ++i) {
     const int n = std::min(pages[i].n_tokens, pool.page_tokens);
-    const uint16_t* src = pool.K(pages[i].page) + static_cast<size_t>(kv_head) * pool.page_tokens * d_dim;
+    const uint16_t* src =
+        pool.K(pages[i].page) + static_cast<size_t>(kv_head) * pool.page_tokens * d_dim;
     for (int j = 0; j < n * d_dim; ++j) k[j] = F16ToF32(src[j]);
+    if (kCentroid) {
+      std::fill(mean.begin(), mean.end(), 0.0f);
+      for (int j = 0; j < n; ++j) {
+        for (int d = 0; d < split; ++d) mean[d] += k[j * d_dim + d] / n;
+      }
+    }
     for (int r = 0; r < n_rows; ++r) {
       const float* qr = q + static_cast<size_t>(r) * d_dim;
+      float base = 0;
+      if (kCentroid) {
+        for (int d = 0; d < split; ++d) base += qr[d] * mean[d];
+      }
       float mx = kNegInf;
       for (int j = 0; j < n; ++j) {
-        float dot = 0;
-        for (int d = 0; d < d_dim; ++d) dot += qr[d] * k[j * d_dim + d];
+        float dot = base;
+        for (int d = kCentroid ? split : 0; d < d_dim; ++d) dot += qr[d] * k[j * d_dim + d];
         logit[j] = dot;
         mx = std::max(mx, dot);
       }
@@ -133,7 +148,10 @@ void ScorePages(const KvPool& pool, std::span<const PageRef> cand, const float* 
     const PageRef* pages = cand.data();
     threads.ParallelFor(n_cand, kPagesPerRange, [&](int64_t begin, int64_t end) {
       for (int g = 0; g < n_kv; ++g) {
-        (mode == ScoringMode::kExact ? ExactLse : sketch ? table.sketch_lse : table.bounds)(
+        (mode == ScoringMode::kExact            ? KeysLse<false>
+         : mode == ScoringMode::kSketchCentroid ? KeysLse<true>
+         : sketch                               ? table.sketch_lse
+                                                : table.bounds)(
             pool, pages + begin, static_cast<int>(end - begin), g,
             qp + static_cast<size_t>(g) * rows * d_dim, rows,
             bp + static_cast<size_t>(g) * rows * n_cand + begin, n_cand);

@@ -41,9 +41,10 @@ namespace kvtier::kernels {
 // with n_tokens 0 gets min = +inf, max = -inf. pool.digests must be set.
 void UpdateDigests(const KvPool& pool, std::span<const PageRef> pages);
 
-// kExact: as kSketch from all the dimensions of the keys themselves (an upper reference for the
-// benchmarks: it reads every key, as dense attention does).
-enum class ScoringMode { kSketch, kBound, kExact };
+// Two references for the benchmarks, computed from the keys themselves (they read every key, as
+// dense attention does): kExact, as kSketch over all the dimensions; kSketchCentroid, the
+// sketch logits plus q . the page's mean of the other dimensions (a candidate digest addition).
+enum class ScoringMode { kSketch, kBound, kExact, kSketchCentroid };
 
 // score[g * cand.size() + i] as above (higher is better in both modes). q: [n_tokens][n_heads]
 // [head_dim] f32 (unscaled). pool.digests must be set; head_dim <= 256, page_tokens <= 64.

@@ -100,7 +100,7 @@ TEST_F(RetrievalModelTest, AutoStaysDenseBelowTheThresholdAndModesAreValidated) 
   EXPECT_EQ(engine_->Generate(r, nullptr).status().code(), StatusCode::kInvalidArgument);
   EngineOptions bad;
   bad.model_path = testing::ModelPath();
-  bad.sparse_scoring = "exact";
+  bad.sparse_scoring = "oracle";
   EXPECT_EQ(Engine::Create(bad).status().code(), StatusCode::kInvalidArgument);
 }
 
