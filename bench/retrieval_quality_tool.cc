@@ -510,19 +510,16 @@ int RunTiered(const Args& a) {
     total_ms += MsSince(t0);
     ok += sp->correct;
     const engine::RetrievalUsage& r = sp->result.retrieval;
-    sum.cold_tokens += r.cold_tokens;
-    sum.pages_promoted_host += r.pages_promoted_host;
-    sum.pages_promoted_disk += r.pages_promoted_disk;
+    using RU = engine::RetrievalUsage;
+    for (int64_t RU::*f : {&RU::cold_tokens, &RU::pages_promoted_host, &RU::pages_promoted_disk,
+                           &RU::hot_hits, &RU::hot_misses}) {
+      sum.*f += r.*f;
+    }
+    for (double RU::*f : {&RU::promote_ms, &RU::matmul_ms, &RU::attention_ms, &RU::score_ms,
+                          &RU::select_ms, &RU::other_ms, &RU::pages_attended_avg}) {
+      sum.*f += r.*f;
+    }
     sum.bytes_decompressed += r.bytes_decompressed;
-    sum.hot_hits += r.hot_hits;
-    sum.hot_misses += r.hot_misses;
-    sum.promote_ms += r.promote_ms;
-    sum.matmul_ms += r.matmul_ms;
-    sum.attention_ms += r.attention_ms;
-    sum.score_ms += r.score_ms;
-    sum.select_ms += r.select_ms;
-    sum.other_ms += r.other_ms;
-    sum.pages_attended_avg += r.pages_attended_avg;
     tokens += static_cast<int64_t>(sp->result.tokens.size());
     steps += r.sparse_steps + r.dense_steps;
     std::fprintf(stderr, "depth %.2f capped sparse '%s' (cold %lld tokens, promoted host %lld disk %lld)\n",

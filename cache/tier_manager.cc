@@ -105,6 +105,15 @@ Result<PrefixHit> TierManager::AcquirePrefix(std::string_view ns, std::span<cons
   return AcquireWhole(ns, match, probes);
 }
 
+void TierManager::ServeFromDevice(DeviceExtent& dev, PrefixHit* hit) {
+  ++device_.hits;
+  device_lru_.splice(device_lru_.begin(), device_lru_, dev.lru);
+  for (int l = 0; l < shape_.n_layers; ++l) {
+    const auto first = dev.pages.begin() + static_cast<ptrdiff_t>(l) * shape_.extent_pages;
+    hit->page_tables[l].insert(hit->page_tables[l].end(), first, first + shape_.extent_pages);
+  }
+}
+
 Result<PrefixHit> TierManager::AcquireWhole(std::string_view ns, PrefixMatch& match,
                                             const std::vector<TierProbe>& probes) {
   PrefixHit hit;
@@ -207,14 +216,7 @@ Result<PrefixHit> TierManager::AcquireWhole(std::string_view ns, PrefixMatch& ma
     owner_ns_.emplace(key, std::string(ns));
   }
   for (int64_t i = 0; i < served; ++i) {
-    auto dev = device_map_.find(match.keys[i]);
-    ++device_.hits;
-    device_lru_.splice(device_lru_.begin(), device_lru_, dev->second.lru);
-    for (int l = 0; l < shape_.n_layers; ++l) {
-      const auto first =
-          dev->second.pages.begin() + static_cast<ptrdiff_t>(l) * shape_.extent_pages;
-      hit.page_tables[l].insert(hit.page_tables[l].end(), first, first + shape_.extent_pages);
-    }
+    ServeFromDevice(device_map_.find(match.keys[i])->second, &hit);
   }
   hit.tokens_from_device = served * extent_tokens - hit.tokens_from_host - hit.tokens_from_disk;
   hit.tokens = served * extent_tokens;
@@ -562,13 +564,7 @@ Result<PrefixHit> TierManager::AcquireSelected(std::string_view ns, PrefixMatch&
     const ExtentKey& key = match.keys[i];
     auto dev = device_map_.find(key);
     if (dev != device_map_.end()) {
-      ++device_.hits;
-      device_lru_.splice(device_lru_.begin(), device_lru_, dev->second.lru);
-      for (int l = 0; l < shape_.n_layers; ++l) {
-        const auto first =
-            dev->second.pages.begin() + static_cast<ptrdiff_t>(l) * shape_.extent_pages;
-        hit.page_tables[l].insert(hit.page_tables[l].end(), first, first + shape_.extent_pages);
-      }
+      ServeFromDevice(dev->second, &hit);
       hit.tokens_from_device += extent_tokens;
       continue;
     }

@@ -207,6 +207,8 @@ class TierManager {
   void InsertDevice(const ExtentKey& key, std::vector<int32_t> pages);
   std::vector<TierProbe> Probes() const;
   ExtentView View(std::span<const int32_t> pages) const;
+  // A device hit: counts it, marks the extent recently used, appends its pages to hit's tables.
+  void ServeFromDevice(DeviceExtent& dev, PrefixHit* hit);
   Result<PrefixHit> AcquireWhole(std::string_view ns, PrefixMatch& match,
                                  const std::vector<TierProbe>& probes);
   Result<PrefixHit> AcquireSelected(std::string_view ns, PrefixMatch& match,
