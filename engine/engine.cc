@@ -170,9 +170,16 @@ Result<std::unique_ptr<Engine>> Engine::Create(const EngineOptions& options) {
     tier_options.hot_cache_pages =
         static_cast<int64_t>(options.hot_cache_bytes / e->pages_->page_bytes());
   } else {
+    // One sparse step's working set: every page of the dense layers, and in each sparse layer
+    // the union of the KV heads' selections (up to n_kv_heads x budget/16 pages: promotion is
+    // per page, selection per head). Smaller, and every step promotes its pages again (the
+    // hit rate fell to 0 in the tiered benchmark with 2 x budget/16 x n_layers at budget 2048).
+    const int64_t per_layer = static_cast<int64_t>(options.budget_tokens / 16) * c.n_kv_heads;
+    const int64_t dense = std::min(options.dense_layers, c.n_layers);
+    const int64_t working_set = dense * ((e->options_.context_tokens + 15) / 16) +
+                                (c.n_layers - dense) * per_layer;
     tier_options.hot_cache_pages =
-        std::min<int64_t>(2ll * (options.budget_tokens / 16) * c.n_layers,
-                          e->pages_->capacity_pages() / 2);
+        std::min<int64_t>(working_set, e->pages_->capacity_pages() * 3 / 4);
   }
   if (!options.cache_dir.empty() && options.prefix_cache) {
     storage::SegmentStoreOptions so;

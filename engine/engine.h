@@ -31,7 +31,8 @@ struct EngineOptions {
   uint64_t kv_capacity_bytes = 0;  // device-tier KV pool; 0: enough for one context_tokens sequence
   // Hot cache of single pages promoted from the host/disk tiers for sparse attention (and for
   // dense steps over a prefix that does not fit on the device), drawn from the device pool.
-  // 0: 2 x budget_tokens / 16 x n_layers pages, at most half the pool.
+  // 0: one sparse step's working set — dense_layers x context pages + the other layers x
+  // n_kv_heads x budget_tokens / 16 — at most 3/4 of the pool.
   uint64_t hot_cache_bytes = 0;
   int batch_tokens = 512;       // prompt tokens per forward batch
   bool prefix_cache = true;     // reuse the KV of cached prompt prefixes (DESIGN §4)
