@@ -242,18 +242,11 @@ kvtier::Status Prefill(Rig& r, const std::vector<int32_t>& tokens, int64_t n) {
                     nullptr);
 }
 
-kernels::ScoringMode ScoringOf(const std::string& name) {
-  return name == "bound"             ? kernels::ScoringMode::kBound
-         : name == "exact"           ? kernels::ScoringMode::kExact
-         : name == "sketch+centroid" ? kernels::ScoringMode::kSketchCentroid
-                                     : kernels::ScoringMode::kSketch;
-}
-
 model::SparseAttention SparseOf(int budget, const std::string& scoring) {
   model::SparseAttention s;
   s.enabled = true;
   s.budget_tokens = budget;
-  s.scoring = ScoringOf(scoring);
+  s.scoring = engine::ScoringModeOf(scoring);
   return s;
 }
 

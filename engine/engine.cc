@@ -36,23 +36,59 @@ size_t CompleteUtf8Prefix(std::string_view s) {
 // ---- Retrieval attention (DESIGN §5) ----
 bool ValidAttention(const std::string& m) { return m == "auto" || m == "dense" || m == "sparse"; }
 
-// The forward pass's attention for a step after the cached context whose context (after the
-// step) is context_tokens.
 // "exact" and "sketch+centroid" are benchmark references that read every key (kernels/cpu/
 // retrieval.h); the forward pass falls back to "sketch" in layers with cold pages.
 bool ValidScoring(const std::string& m) {
   return m == "sketch" || m == "bound" || m == "exact" || m == "sketch+centroid";
 }
 
+// The per-request retrieval settings (attention mode, budget: 0 = the engine's, scoring).
+Status ValidateSparse(const std::string& attention, int budget, const std::string& scoring) {
+  if (!ValidAttention(attention)) {
+    return InvalidArgumentError("attention must be auto, dense or sparse, not '" + attention + "'");
+  }
+  if (budget != 0 && budget < 16) return InvalidArgumentError("budget_tokens must be >= 16");
+  if (!ValidScoring(scoring)) {
+    return InvalidArgumentError(
+        "sparse_scoring must be sketch or bound (or a benchmark reference: exact, "
+        "sketch+centroid), not '" + scoring + "'");
+  }
+  return Status::Ok();
+}
+
+// Leaves the shared forward pass dense when a request (or a measurement) ends.
+struct DenseAtEnd {
+  model::ForwardPass* f;
+  ~DenseAtEnd() { f->set_sparse({}); }
+};
+
+// Pages per attention list between two counter snapshots (0 when no list ran).
+double PagesPerList(const model::RetrievalCounters& before, const model::RetrievalCounters& now) {
+  const int64_t lists = now.lists - before.lists;
+  return lists > 0 ? static_cast<double>(now.pages_attended - before.pages_attended) / lists : 0.0;
+}
+
+// Time per stage between two profile snapshots.
+model::ForwardPass::Profile ProfileSince(const model::ForwardPass::Profile& before,
+                                         const model::ForwardPass::Profile& now) {
+  model::ForwardPass::Profile d;
+  d.matmul_ms = now.matmul_ms - before.matmul_ms;
+  d.attention_ms = now.attention_ms - before.attention_ms;
+  d.other_ms = now.other_ms - before.other_ms;
+  d.score_ms = now.score_ms - before.score_ms;
+  d.select_ms = now.select_ms - before.select_ms;
+  d.promote_ms = now.promote_ms - before.promote_ms;
+  return d;
+}
+
+// The forward pass's attention for a step after the cached context whose context (after the
+// step) is context_tokens.
 model::SparseAttention SparseFor(const EngineOptions& o, const std::string& mode, int budget,
                                  const std::string& scoring, int64_t context_tokens) {
   model::SparseAttention s;
   s.enabled = mode == "sparse" || (mode == "auto" && context_tokens > o.sparse_min_tokens);
   s.dense_layers = o.dense_layers;
-  s.scoring = scoring == "bound"             ? kernels::ScoringMode::kBound
-              : scoring == "exact"           ? kernels::ScoringMode::kExact
-              : scoring == "sketch+centroid" ? kernels::ScoringMode::kSketchCentroid
-                                             : kernels::ScoringMode::kSketch;
+  s.scoring = ScoringModeOf(scoring);
   s.budget_tokens = budget;
   s.sink_tokens = o.sink_tokens;
   s.recent_tokens = o.recent_tokens;
@@ -90,6 +126,13 @@ class ColdPages final : public model::PageResolver {
 };
 
 }  // namespace
+
+kernels::ScoringMode ScoringModeOf(const std::string& name) {
+  return name == "bound"             ? kernels::ScoringMode::kBound
+         : name == "exact"           ? kernels::ScoringMode::kExact
+         : name == "sketch+centroid" ? kernels::ScoringMode::kSketchCentroid
+                                     : kernels::ScoringMode::kSketch;
+}
 
 Engine::~Engine() = default;
 
@@ -132,16 +175,8 @@ std::vector<cache::PinInfo> Engine::Pins(const std::string& ns) {
 Result<std::unique_ptr<Engine>> Engine::Create(const EngineOptions& options) {
   std::unique_ptr<Engine> e(new Engine());
   e->options_ = options;
-  if (!ValidAttention(options.attention)) {
-    return InvalidArgumentError("attention must be auto, dense or sparse, not '" +
-                                options.attention + "'");
-  }
-  if (options.budget_tokens < 16) return InvalidArgumentError("budget_tokens must be >= 16");
-  if (!ValidScoring(options.sparse_scoring)) {
-    return InvalidArgumentError("sparse_scoring must be sketch or bound (or a benchmark "
-                                "reference: exact, sketch+centroid), not '" +
-                                options.sparse_scoring + "'");
-  }
+  if (options.budget_tokens == 0) return InvalidArgumentError("budget_tokens must be >= 16");
+  RETURN_IF_ERROR(ValidateSparse(options.attention, options.budget_tokens, options.sparse_scoring));
   ASSIGN_OR_RETURN(e->model_, model::Model::Load(options.model_path));
   const model::ModelConfig& c = e->model_->config();
   if (e->options_.context_tokens <= 0) e->options_.context_tokens = c.context_length;
@@ -222,16 +257,10 @@ Result<GenerateResult> Engine::Generate(const GenerateRequest& request,
   const Clock::time_point start = Clock::now();
   if (request.max_tokens < 0) return InvalidArgumentError("max_tokens must be >= 0");
   const std::string attention = request.attention.empty() ? options_.attention : request.attention;
-  if (!ValidAttention(attention)) {
-    return InvalidArgumentError("attention must be auto, dense or sparse");
-  }
-  if (request.budget_tokens != 0 && request.budget_tokens < 16) {
-    return InvalidArgumentError("budget_tokens must be >= 16");
-  }
-  const int budget = request.budget_tokens > 0 ? request.budget_tokens : options_.budget_tokens;
   const std::string& scoring =
       request.sparse_scoring.empty() ? options_.sparse_scoring : request.sparse_scoring;
-  if (!ValidScoring(scoring)) return InvalidArgumentError("sparse_scoring must be sketch or bound");
+  RETURN_IF_ERROR(ValidateSparse(attention, request.budget_tokens, scoring));
+  const int budget = request.budget_tokens > 0 ? request.budget_tokens : options_.budget_tokens;
   ASSIGN_OR_RETURN(std::vector<int32_t> prompt, PromptTokens(request));
   const int64_t limit = options_.context_tokens;
   if (static_cast<int64_t>(prompt.size()) + std::max(1, request.max_tokens) > limit) {
@@ -298,10 +327,7 @@ Result<GenerateResult> Engine::Generate(const GenerateRequest& request,
   std::vector<float> logits;
   // Retrieval attention applies after a cached context; the pass goes back to dense after.
   result.retrieval.attention = attention;
-  struct DenseAtEnd {
-    model::ForwardPass* f;
-    ~DenseAtEnd() { f->set_sparse({}); }
-  } dense_at_end{forward_.get()};
+  DenseAtEnd dense_at_end{forward_.get()};
   // Counted over the steps after the cached context only (re-taken below when there is none).
   model::RetrievalCounters counters_before = forward_->retrieval_counters();
   model::ForwardPass::Profile profile_before = forward_->profile();
@@ -416,19 +442,15 @@ Result<GenerateResult> Engine::Generate(const GenerateRequest& request,
     r.promote_ms = p.promote_ms - promotion_before.promote_ms;
   }
   {
-    const model::RetrievalCounters& now = forward_->retrieval_counters();
-    const int64_t lists = now.lists - counters_before.lists;
-    if (lists > 0) {
-      result.retrieval.pages_attended_avg =
-          static_cast<double>(now.pages_attended - counters_before.pages_attended) / lists;
-    }
-    const model::ForwardPass::Profile& p = forward_->profile();
+    result.retrieval.pages_attended_avg =
+        PagesPerList(counters_before, forward_->retrieval_counters());
+    const model::ForwardPass::Profile d = ProfileSince(profile_before, forward_->profile());
     RetrievalUsage& r = result.retrieval;
-    r.matmul_ms = p.matmul_ms - profile_before.matmul_ms;
-    r.attention_ms = p.attention_ms - profile_before.attention_ms;
-    r.score_ms = p.score_ms - profile_before.score_ms;
-    r.select_ms = p.select_ms - profile_before.select_ms;
-    r.other_ms = p.other_ms - profile_before.other_ms;
+    r.matmul_ms = d.matmul_ms;
+    r.attention_ms = d.attention_ms;
+    r.score_ms = d.score_ms;
+    r.select_ms = d.select_ms;
+    r.other_ms = d.other_ms;
   }
   if (options_.prefix_cache && n_past > static_cast<int32_t>(prompt.size())) {
     // The conversation so far (prompt + the generated tokens whose KV exists) becomes a
@@ -461,10 +483,8 @@ Result<Engine::SpeedResult> Engine::MeasureSpeed(const std::vector<int32_t>& pro
                                                  const std::string& attention, int budget,
                                                  const std::string& scoring) {
   if (prompt.empty()) return InvalidArgumentError("no tokens");
-  if (!ValidAttention(attention)) return InvalidArgumentError("attention must be auto, dense or sparse");
   const std::string& scoring_used = scoring.empty() ? options_.sparse_scoring : scoring;
-  if (!ValidScoring(scoring_used)) return InvalidArgumentError("sparse_scoring must be sketch or bound");
-  if (budget != 0 && budget < 16) return InvalidArgumentError("budget_tokens must be >= 16");
+  RETURN_IF_ERROR(ValidateSparse(attention, budget, scoring_used));
   std::lock_guard<std::mutex> lock(compute_mu_);
   cache::SequenceKv seq(*pages_, model_->config().n_layers);
   RETURN_IF_ERROR(ReserveTokens(seq, static_cast<int64_t>(prompt.size()) + n_gen));
@@ -477,10 +497,7 @@ Result<Engine::SpeedResult> Engine::MeasureSpeed(const std::vector<int32_t>& pro
   r.prompt_tokens = static_cast<int64_t>(prompt.size());
   const model::ForwardPass::Profile mid = forward_->profile();
   int32_t n_past = static_cast<int32_t>(prompt.size());
-  struct DenseAtEnd {
-    model::ForwardPass* f;
-    ~DenseAtEnd() { f->set_sparse({}); }
-  } dense_at_end{forward_.get()};
+  DenseAtEnd dense_at_end{forward_.get()};
   const model::RetrievalCounters c0 = forward_->retrieval_counters();
   t0 = Clock::now();
   for (int i = 0; i < n_gen; ++i) {
@@ -490,17 +507,9 @@ Result<Engine::SpeedResult> Engine::MeasureSpeed(const std::vector<int32_t>& pro
     RETURN_IF_ERROR(forward_->Run(one, n_past++, kv, model::LogitsMode::kLast, &logits));
   }
   r.decode_ms = MsSince(t0);
-  const model::RetrievalCounters& c1 = forward_->retrieval_counters();
-  r.pages_attended_avg = c1.lists > c0.lists ? static_cast<double>(c1.pages_attended - c0.pages_attended) /
-                                                   static_cast<double>(c1.lists - c0.lists)
-                                             : 0.0;
+  r.pages_attended_avg = PagesPerList(c0, forward_->retrieval_counters());
   r.decode_tokens = n_gen;
-  const model::ForwardPass::Profile& end = forward_->profile();
-  r.profile.matmul_ms = end.matmul_ms - mid.matmul_ms;
-  r.profile.attention_ms = end.attention_ms - mid.attention_ms;
-  r.profile.other_ms = end.other_ms - mid.other_ms;
-  r.profile.score_ms = end.score_ms - mid.score_ms;
-  r.profile.select_ms = end.select_ms - mid.select_ms;
+  r.profile = ProfileSince(mid, forward_->profile());
   return r;
 }
 

@@ -20,6 +20,7 @@
 #include "storage/segment_store.h"
 #include "engine/sampler.h"
 #include "kernels/cpu/thread_pool.h"
+#include "kernels/cpu/retrieval.h"
 #include "model/model.h"
 
 namespace kvtier::engine {
@@ -64,6 +65,10 @@ struct EngineOptions {
   // Set attention = "dense" (config or request) for exact dense decoding.
   int sparse_min_tokens = 4096;
 };
+
+// The page scoring named by EngineOptions::sparse_scoring ("sketch", "bound", or the benchmark
+// references "exact" and "sketch+centroid"); any other name is "sketch".
+kernels::ScoringMode ScoringModeOf(const std::string& name);
 
 struct GenerateRequest {
   std::string prompt;                        // used when messages is empty

@@ -342,13 +342,14 @@ Status ForwardPass::RunBatch(std::span<const int32_t> tokens, int32_t n_past, co
         score_pool.digests = gathered_digests_.data();
         profile_.score_ms += MsSince(t0);
       }
+      // The benchmark references read the pages' keys: with cold pages only digests exist.
+      const bool reads_keys = sparse_.scoring == kernels::ScoringMode::kExact ||
+                              sparse_.scoring == kernels::ScoringMode::kSketchCentroid;
+      const kernels::ScoringMode scoring =
+          has_cold && reads_keys ? kernels::ScoringMode::kSketch : sparse_.scoring;
       const kernels::SelectShape shape =
           kernels::SelectPages(score_pool, pages_, sink_pages, recent_pages, k_pages, q_.data(),
-                               n, c.n_heads, scale, &selected_, threads_, &sel,
-                               has_cold && (sparse_.scoring == kernels::ScoringMode::kExact ||
-                                            sparse_.scoring == kernels::ScoringMode::kSketchCentroid)
-                                   ? kernels::ScoringMode::kSketch  // references need the keys
-                                   : sparse_.scoring);
+                               n, c.n_heads, scale, &selected_, threads_, &sel, scoring);
       profile_.score_ms += sel.score_ms;
       profile_.select_ms += sel.select_ms;
       if (!shape.all() && has_cold) {
