@@ -123,11 +123,16 @@ void ScorePages(const KvPool& pool, std::span<const PageRef> cand, const float* 
   const int n_kv = pool.n_kv_heads;
   const int group = n_heads / n_kv;
   const int d_dim = pool.head_dim;
-  // kSketch and kExact sum probabilities (from 0), kBound maxes log-probabilities (from -inf).
+  // kBound maxes log-probabilities (from -inf); the others sum probabilities (from 0).
   const bool sketch = mode != ScoringMode::kBound;
   std::fill(scores, scores + static_cast<size_t>(n_kv) * n_cand, sketch ? 0.0f : kNegInf);
   if (n_cand == 0 || n_tokens <= 0) return;
   const internal::RetrievalTable& table = internal::CurrentRetrievalTable();
+  // Per page and query row: the sketch's (or the keys') logsumexp, or the bound.
+  const auto page_kernel = mode == ScoringMode::kExact            ? KeysLse<false>
+                           : mode == ScoringMode::kSketchCentroid ? KeysLse<true>
+                           : sketch                               ? table.sketch_lse
+                                                                  : table.bounds;
   thread_local std::vector<float> qs, bounds;
   for (int64_t t0 = 0; t0 < n_tokens; t0 += kTokenChunk) {
     const int nt = static_cast<int>(std::min(kTokenChunk, n_tokens - t0));
@@ -148,11 +153,7 @@ void ScorePages(const KvPool& pool, std::span<const PageRef> cand, const float* 
     const PageRef* pages = cand.data();
     threads.ParallelFor(n_cand, kPagesPerRange, [&](int64_t begin, int64_t end) {
       for (int g = 0; g < n_kv; ++g) {
-        (mode == ScoringMode::kExact            ? KeysLse<false>
-         : mode == ScoringMode::kSketchCentroid ? KeysLse<true>
-         : sketch                               ? table.sketch_lse
-                                                : table.bounds)(
-            pool, pages + begin, static_cast<int>(end - begin), g,
+        page_kernel(pool, pages + begin, static_cast<int>(end - begin), g,
             qp + static_cast<size_t>(g) * rows * d_dim, rows,
             bp + static_cast<size_t>(g) * rows * n_cand + begin, n_cand);
       }
