@@ -265,13 +265,7 @@ void TierManager::WriteThrough() {
       digests = DigestsOfPages(it->second.pages);
       RememberDigests(key, digests);
     }
-    if (options_.disk != nullptr && !options_.disk->Contains(DigestRecordKey(key))) {
-      const auto* d = reinterpret_cast<const uint8_t*>(digests->data());
-      Status s = options_.disk->Put(DigestRecordKey(key), kDigestRecordCodec,
-                                    digests->size() * sizeof(uint16_t),
-                                    std::span<const uint8_t>(d, digests->size() * 2));
-      if (s.ok()) wrote_disk = true;
-    }
+    if (StoreDigestRecord(key, *digests)) wrote_disk = true;
     if (host_ && !host_->Contains(key)) {
       Status s = host_->PutExtent(key, view);
       if (!s.ok() && s.code() != StatusCode::kResourceExhausted) ++write_errors_;
@@ -420,6 +414,15 @@ storage::ExtentKey TierManager::DigestRecordKey(const ExtentKey& key) {
 
 // ---- Selected-page promotion --------------------------------------------------------------
 
+bool TierManager::StoreDigestRecord(const ExtentKey& key, const std::vector<uint16_t>& digests) {
+  if (options_.disk == nullptr || options_.disk->Contains(DigestRecordKey(key))) return false;
+  const auto* d = reinterpret_cast<const uint8_t*>(digests.data());
+  return options_.disk
+      ->Put(DigestRecordKey(key), kDigestRecordCodec, digests.size() * sizeof(uint16_t),
+            std::span<const uint8_t>(d, digests.size() * 2))
+      .ok();
+}
+
 size_t TierManager::ExtentDigestHalfs() const {
   return static_cast<size_t>(shape_.n_layers) * shape_.extent_pages * pool_.view().DigestHalfs();
 }
@@ -530,7 +533,12 @@ Result<PrefixHit> TierManager::AcquireSelected(std::string_view ns, PrefixMatch&
   if (!disk_keys.empty()) {
     std::vector<Result<storage::StoredExtent>> reads = options_.disk->MultiGet(disk_keys);
     for (size_t j = 0; j < reads.size(); ++j) {
-      if (!reads[j].ok() || reads[j]->bytes().size() != ExtentDigestHalfs() * 2) continue;
+      if (!reads[j].ok()) continue;
+      if (reads[j]->bytes().size() != ExtentDigestHalfs() * 2) {
+        // Another digest layout (an older kvtier): recomputed below and stored anew.
+        (void)options_.disk->Remove(disk_keys[j]);
+        continue;
+      }
       auto d = std::make_shared<std::vector<uint16_t>>(ExtentDigestHalfs());
       std::memcpy(d->data(), reads[j]->bytes().data(), d->size() * 2);
       digests[from_disk[j]] = d;
@@ -539,6 +547,7 @@ Result<PrefixHit> TierManager::AcquireSelected(std::string_view ns, PrefixMatch&
     }
   }
   int64_t served = matched;
+  bool stored_digests = false;
   for (int64_t i = 0; i < matched; ++i) {
     if (device_map_.count(match.keys[i]) != 0 || digests[i]) continue;
     bool disk = false;
@@ -557,8 +566,10 @@ Result<PrefixHit> TierManager::AcquireSelected(std::string_view ns, PrefixMatch&
     }
     digests[i] = *d;
     RememberDigests(match.keys[i], digests[i]);
+    stored_digests |= StoreDigestRecord(match.keys[i], *digests[i]);
     ++promotion_.digests_recomputed;
   }
+  if (stored_digests) (void)options_.disk->Sync();
   // 2. The page tables: device extents as they are, the others cold.
   for (int64_t i = 0; i < served; ++i) {
     const ExtentKey& key = match.keys[i];

@@ -219,6 +219,8 @@ class TierManager {
   std::shared_ptr<const std::vector<uint16_t>> DigestsOfPages(std::span<const int32_t> pages) const;
   void RememberDigests(const ExtentKey& key, std::shared_ptr<const std::vector<uint16_t>> d);
   std::shared_ptr<const std::vector<uint16_t>> FindDigests(const ExtentKey& key);
+  // Writes the extent's digest record to the disk tier unless it has one; true if written.
+  bool StoreDigestRecord(const ExtentKey& key, const std::vector<uint16_t>& digests);
   // Decodes a whole encoded extent into scratch pages to compute its digests (the fallback when
   // neither RAM nor disk has them).
   Result<std::shared_ptr<const std::vector<uint16_t>>> ComputeDigests(

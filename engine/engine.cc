@@ -36,10 +36,10 @@ size_t CompleteUtf8Prefix(std::string_view s) {
 // ---- Retrieval attention (DESIGN §5) ----
 bool ValidAttention(const std::string& m) { return m == "auto" || m == "dense" || m == "sparse"; }
 
-// "exact" and "sketch+centroid" are benchmark references that read every key (kernels/cpu/
-// retrieval.h); the forward pass falls back to "sketch" in layers with cold pages.
+// "exact" is a benchmark reference that reads every key (kernels/cpu/retrieval.h); the forward
+// pass falls back to "sketch" in layers with cold pages.
 bool ValidScoring(const std::string& m) {
-  return m == "sketch" || m == "bound" || m == "exact" || m == "sketch+centroid";
+  return m == "sketch" || m == "sketch-only" || m == "bound" || m == "exact";
 }
 
 // The per-request retrieval settings (attention mode, budget: 0 = the engine's, scoring).
@@ -50,8 +50,8 @@ Status ValidateSparse(const std::string& attention, int budget, const std::strin
   if (budget != 0 && budget < 16) return InvalidArgumentError("budget_tokens must be >= 16");
   if (!ValidScoring(scoring)) {
     return InvalidArgumentError(
-        "sparse_scoring must be sketch or bound (or a benchmark reference: exact, "
-        "sketch+centroid), not '" + scoring + "'");
+        "sparse_scoring must be sketch, sketch-only or bound (or the benchmark reference "
+        "exact), not '" + scoring + "'");
   }
   return Status::Ok();
 }
@@ -128,10 +128,10 @@ class ColdPages final : public model::PageResolver {
 }  // namespace
 
 kernels::ScoringMode ScoringModeOf(const std::string& name) {
-  return name == "bound"             ? kernels::ScoringMode::kBound
-         : name == "exact"           ? kernels::ScoringMode::kExact
-         : name == "sketch+centroid" ? kernels::ScoringMode::kSketchCentroid
-                                     : kernels::ScoringMode::kSketch;
+  return name == "bound"         ? kernels::ScoringMode::kBound
+         : name == "exact"       ? kernels::ScoringMode::kExact
+         : name == "sketch-only" ? kernels::ScoringMode::kSketchOnly
+                                 : kernels::ScoringMode::kSketch;
 }
 
 Engine::~Engine() = default;

@@ -55,8 +55,9 @@ struct EngineOptions {
   int sink_tokens = 64;
   int recent_tokens = 256;
   // How sparse steps rank pages (kernels/cpu/retrieval.h): "sketch" (estimated attention mass
-  // from the digests' key sketches, the default) or "bound" (DESIGN §5's min/max bound); the
-  // benchmark references "exact" and "sketch+centroid" read every key (pages on the device).
+  // from the digests' key sketches and centroids, the default), "sketch-only" (without the
+  // centroid) or "bound" (DESIGN §5's min/max bound); the benchmark reference "exact" reads
+  // every key (pages on the device).
   std::string sparse_scoring = "sketch";
   // auto goes sparse once the context exceeds this (DESIGN §5's 4096). Restored this session:
   // with the sketch scoring sparse matches dense on passkey/needle cases within one case in 50
@@ -66,8 +67,8 @@ struct EngineOptions {
   int sparse_min_tokens = 4096;
 };
 
-// The page scoring named by EngineOptions::sparse_scoring ("sketch", "bound", or the benchmark
-// references "exact" and "sketch+centroid"); any other name is "sketch".
+// The page scoring named by EngineOptions::sparse_scoring ("sketch", "sketch-only", "bound", or
+// the benchmark reference "exact"); any other name is "sketch".
 kernels::ScoringMode ScoringModeOf(const std::string& name);
 
 struct GenerateRequest {

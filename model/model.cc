@@ -342,11 +342,10 @@ Status ForwardPass::RunBatch(std::span<const int32_t> tokens, int32_t n_past, co
         score_pool.digests = gathered_digests_.data();
         profile_.score_ms += MsSince(t0);
       }
-      // The benchmark references read the pages' keys: with cold pages only digests exist.
-      const bool reads_keys = sparse_.scoring == kernels::ScoringMode::kExact ||
-                              sparse_.scoring == kernels::ScoringMode::kSketchCentroid;
+      // The benchmark reference reads the pages' keys: with cold pages only digests exist.
       const kernels::ScoringMode scoring =
-          has_cold && reads_keys ? kernels::ScoringMode::kSketch : sparse_.scoring;
+          has_cold && sparse_.scoring == kernels::ScoringMode::kExact ? kernels::ScoringMode::kSketch
+                                                                      : sparse_.scoring;
       const kernels::SelectShape shape =
           kernels::SelectPages(score_pool, pages_, sink_pages, recent_pages, k_pages, q_.data(),
                                n, c.n_heads, scale, &selected_, threads_, &sel, scoring);

@@ -17,6 +17,7 @@
 #include "kernels/cpu/internal/ops_level.h"
 #include "kernels/cpu/internal/ops_table.h"
 #include "kernels/cpu/internal/retrieval_table.h"
+#include "kernels/fp16.h"
 
 namespace kvtier::kernels {
 namespace internal {
@@ -220,6 +221,20 @@ void AddInPlace(float* y, const float* x, int64_t n) { CurrentOpsTable().add(y, 
 
 void SoftmaxInPlace(float* x, int64_t n) { CurrentOpsTable().softmax(x, n); }
 
+void KvPool::UpdateCentroid(uint16_t* head_digest, int slot, const uint16_t* key) const {
+  uint16_t* c = Centroid(head_digest);
+  const int n = CentroidDims();
+  if (slot == 0) {
+    std::copy(key, key + n, c);
+    return;
+  }
+  const float inv = 1.0f / static_cast<float>(slot + 1);
+  for (int d = 0; d < n; ++d) {
+    const float m = F16ToF32(c[d]);
+    c[d] = F32ToF16(m + (F16ToF32(key[d]) - m) * inv);
+  }
+}
+
 void WriteKv(const KvPool& pool, std::span<const PageRef> slots, const float* k, const float* v,
              int64_t n_tokens) {
   KVTIER_CHECK(static_cast<int64_t>(slots.size()) >= n_tokens);
@@ -239,6 +254,7 @@ void WriteKv(const KvPool& pool, std::span<const PageRef> slots, const float* k,
         const uint16_t* key = pool.K(slot.page) + off;
         digest.digest_update(key, d_dim, dg, slot.first_pos == 0);
         pool.SetSketch(dg, slot.first_pos, key);
+        pool.UpdateCentroid(dg, slot.first_pos, key);
       }
     }
   }

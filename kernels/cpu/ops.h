@@ -72,12 +72,17 @@ void SoftmaxInPlace(float* x, int64_t n);
 //   [0, head_dim)              the element-wise min of the keys in the page's filled slots,
 //   [head_dim, 2 * head_dim)   their max (rows 0 and 1: the layout of kernels/cuda/cuda_paged.h),
 //   then SketchDims() x page_tokens f16 (dimension-major, see Sketch()): the key *sketch*, each
-//   slot's key restricted to its last SketchDims() dimensions — the lowest RoPE frequencies (rotation pairs (2i, 2i+1) with
-//   frequency base^(-2i/head_dim)), which carry the position-independent part of q.k that
-//   long-range retrieval depends on. Scoring pages from the sketch estimates each page's share of
-//   attention far better than the min/max bound on this model (BENCHMARKS.md, retrieval).
-// Min and max of f16 keys are f16 values, so a digest is exact. WriteKv keeps them current;
-// kernels/cpu/retrieval.h recomputes them for pages filled by a copy and scores them.
+//   slot's key restricted to its last SketchDims() dimensions — the lowest RoPE frequencies
+//   (rotation pairs (2i, 2i+1) with frequency base^(-2i/head_dim)), which carry the
+//   position-independent part of q.k that long-range retrieval depends on;
+//   then CentroidDims() f16 (see Centroid()): the mean over the filled slots of the keys' other,
+//   higher-frequency dimensions [0, CentroidDims()), which scoring adds as q . centroid.
+//   Scoring pages from sketch + centroid estimates each page's share of attention far better
+//   than the min/max bound on this model (BENCHMARKS.md, retrieval).
+// Min and max of f16 keys are f16 values, so they are exact; the centroid is a running mean
+// rounded to f16 after each slot (UpdateCentroid). WriteKv keeps the digest current;
+// kernels/cpu/retrieval.h recomputes it for pages filled by a copy (bit for bit the same) and
+// scores it.
 struct KvPool {
   uint16_t* base = nullptr;
   int page_tokens = 16;
@@ -92,8 +97,10 @@ struct KvPool {
   uint16_t* K(int32_t page) const { return base + static_cast<size_t>(page) * 2 * HalfElems(); }
   uint16_t* V(int32_t page) const { return K(page) + HalfElems(); }
   int SketchDims() const { return head_dim / 4; }
+  int CentroidDims() const { return head_dim - SketchDims(); }
   size_t DigestHeadHalfs() const {
-    return 2 * static_cast<size_t>(head_dim) + static_cast<size_t>(page_tokens) * SketchDims();
+    return 2 * static_cast<size_t>(head_dim) + static_cast<size_t>(page_tokens) * SketchDims() +
+           static_cast<size_t>(CentroidDims());
   }
   size_t DigestHalfs() const { return static_cast<size_t>(n_kv_heads) * DigestHeadHalfs(); }
   uint16_t* Digest(int32_t page) const {
@@ -114,6 +121,16 @@ struct KvPool {
     const uint16_t* src = key + head_dim - SketchDims();
     for (int d = 0; d < SketchDims(); ++d) sk[static_cast<size_t>(d) * page_tokens] = src[d];
   }
+  // The centroid of a head digest: CentroidDims() f16, the mean of dims [0, CentroidDims()) of
+  // the keys in the page's filled slots.
+  uint16_t* Centroid(uint16_t* head_digest) const {
+    return Sketch(head_digest) + static_cast<size_t>(page_tokens) * SketchDims();
+  }
+  // Folds slot `slot`'s f16 key row into the centroid as the (slot + 1)-th value of a running
+  // mean: c = f16(c + (key - c) / (slot + 1)) per dimension; slot 0 restarts it (c = key). Pages
+  // fill in slot order, so the same sequence of calls (WriteKv, UpdateDigests) gives the same
+  // bits.
+  void UpdateCentroid(uint16_t* head_digest, int slot, const uint16_t* key) const;
 };
 
 // One page of a sequence as attention sees it: tokens [0, n_tokens) of `page` hold positions

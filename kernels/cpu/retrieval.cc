@@ -49,38 +49,24 @@ constexpr int64_t kTokenChunk = 16;
 // Candidate pages per thread-pool work range.
 constexpr int64_t kPagesPerRange = 32;
 
-// The reference scorings for the benchmarks, from the page's keys themselves (scalar; they read
-// every key, as dense attention does): kExact, as SketchLse over all the dimensions; and
-// kSketchCentroid, the sketch logits plus q . the page's mean of the other dimensions (what a
-// digest with a centroid of the high-frequency dims would score).
-template <bool kCentroid>
+// The reference scoring for the benchmarks (kExact), from the page's keys themselves (scalar;
+// it reads every key, as dense attention does): SketchLse over all the dimensions.
 void KeysLse(const KvPool& pool, const PageRef* pages, int n_pages, int kv_head, const float* q,
              int n_rows, float* out, int64_t out_stride) {
   const int d_dim = pool.head_dim;
-  const int split = d_dim - pool.SketchDims();  // dims [0, split) are summarised by the centroid
   std::vector<float> k(static_cast<size_t>(pool.page_tokens) * d_dim);
-  std::vector<float> logit(static_cast<size_t>(pool.page_tokens)), mean(d_dim);
+  std::vector<float> logit(static_cast<size_t>(pool.page_tokens));
   for (int i = 0; i < n_pages; ++i) {
     const int n = std::min(pages[i].n_tokens, pool.page_tokens);
     const uint16_t* src =
         pool.K(pages[i].page) + static_cast<size_t>(kv_head) * pool.page_tokens * d_dim;
     for (int j = 0; j < n * d_dim; ++j) k[j] = F16ToF32(src[j]);
-    if (kCentroid) {
-      std::fill(mean.begin(), mean.end(), 0.0f);
-      for (int j = 0; j < n; ++j) {
-        for (int d = 0; d < split; ++d) mean[d] += k[j * d_dim + d] / n;
-      }
-    }
     for (int r = 0; r < n_rows; ++r) {
       const float* qr = q + static_cast<size_t>(r) * d_dim;
-      float base = 0;
-      if (kCentroid) {
-        for (int d = 0; d < split; ++d) base += qr[d] * mean[d];
-      }
       float mx = kNegInf;
       for (int j = 0; j < n; ++j) {
-        float dot = base;
-        for (int d = kCentroid ? split : 0; d < d_dim; ++d) dot += qr[d] * k[j * d_dim + d];
+        float dot = 0;
+        for (int d = 0; d < d_dim; ++d) dot += qr[d] * k[j * d_dim + d];
         logit[j] = dot;
         mx = std::max(mx, dot);
       }
@@ -104,12 +90,14 @@ void UpdateDigests(const KvPool& pool, std::span<const PageRef> pages) {
       if (n <= 0) {
         std::fill(dg, dg + d_dim, kF16PosInf);
         std::fill(dg + d_dim, dg + 2 * d_dim, kF16NegInf);
+        std::fill(pool.Centroid(dg), pool.Centroid(dg) + pool.CentroidDims(), uint16_t{0});
         continue;
       }
       const uint16_t* k = pool.K(p.page) + static_cast<size_t>(g) * pool.page_tokens * d_dim;
       for (int j = 0; j < n; ++j) {
         table.digest_update(k + j * d_dim, d_dim, dg, j == 0);
         pool.SetSketch(dg, j, k + j * d_dim);
+        pool.UpdateCentroid(dg, j, k + j * d_dim);
       }
     }
   }
@@ -129,10 +117,20 @@ void ScorePages(const KvPool& pool, std::span<const PageRef> cand, const float* 
   if (n_cand == 0 || n_tokens <= 0) return;
   const internal::RetrievalTable& table = internal::CurrentRetrievalTable();
   // Per page and query row: the sketch's (or the keys') logsumexp, or the bound.
-  const auto page_kernel = mode == ScoringMode::kExact            ? KeysLse<false>
-                           : mode == ScoringMode::kSketchCentroid ? KeysLse<true>
-                           : sketch                               ? table.sketch_lse
-                                                                  : table.bounds;
+  const bool centroid = mode == ScoringMode::kSketch;
+  const auto page_kernel = [&](const PageRef* pages, int n_pages, int g, const float* qg, int rows,
+                               float* out) {
+    switch (mode) {
+      case ScoringMode::kExact:
+        return KeysLse(pool, pages, n_pages, g, qg, rows, out, n_cand);
+      case ScoringMode::kBound:
+        return table.bounds(pool, pages, n_pages, g, qg, rows, out, n_cand);
+      case ScoringMode::kSketch:
+      case ScoringMode::kSketchOnly:
+        break;
+    }
+    table.sketch_lse(pool, pages, n_pages, g, qg, rows, out, n_cand, centroid);
+  };
   thread_local std::vector<float> qs, bounds;
   for (int64_t t0 = 0; t0 < n_tokens; t0 += kTokenChunk) {
     const int nt = static_cast<int>(std::min(kTokenChunk, n_tokens - t0));
@@ -153,9 +151,9 @@ void ScorePages(const KvPool& pool, std::span<const PageRef> cand, const float* 
     const PageRef* pages = cand.data();
     threads.ParallelFor(n_cand, kPagesPerRange, [&](int64_t begin, int64_t end) {
       for (int g = 0; g < n_kv; ++g) {
-        page_kernel(pool, pages + begin, static_cast<int>(end - begin), g,
-            qp + static_cast<size_t>(g) * rows * d_dim, rows,
-            bp + static_cast<size_t>(g) * rows * n_cand + begin, n_cand);
+        page_kernel(pages + begin, static_cast<int>(end - begin), g,
+                    qp + static_cast<size_t>(g) * rows * d_dim, rows,
+                    bp + static_cast<size_t>(g) * rows * n_cand + begin);
       }
     });
     // Per row: (log-)softmax over the candidates, then summed (maxed) into the head's scores.

@@ -10,14 +10,17 @@
 // layout and scoring as kernels/cuda/cuda_paged.h, so either backend is the other's reference.
 //
 // Scoring, for candidate page i, query head h (KV head g = h / group) and query token t, in one
-// of two ways (ScoringMode):
+// of these ways (ScoringMode):
 //   kSketch (the default): e[t][h][i] = logsumexp over page i's slots j of
 //     scale * sum_{d >= head_dim - sd} q[t][h][d] * k_j[d], the logits of the page's keys
 //     restricted to their sd = head_dim / 4 lowest-frequency dimensions (the sketch rows of the
-//     digest, KvPool). Each row (t, h) is normalised as a softmax over the candidates (p =
-//     exp(e - logsumexp_i e): the page's estimated share of that head's attention) and
-//     score[g][i] = sum over the query heads of g and the query tokens of p[t][h][i] — the
-//     estimated attention mass the page would receive from the group.
+//     digest, KvPool), plus scale * sum_{d < head_dim - sd} q[t][h][d] * c_i[d], q against the
+//     page's centroid of the other dimensions (KvPool::Centroid): each slot's logit with its
+//     high-frequency part replaced by the page mean's. Each row (t, h) is normalised as a softmax
+//     over the candidates (p = exp(e - logsumexp_i e): the page's estimated share of that head's
+//     attention) and score[g][i] = sum over the query heads of g and the query tokens of
+//     p[t][h][i] — the estimated attention mass the page would receive from the group.
+//   kSketchOnly: as kSketch without the centroid term (the previous default, for comparison).
 //   kBound (DESIGN §5 as written, Quest): bound[t][h][i] = scale * sum_d max(q[t][h][d] *
 //     min_i[g][d], q[t][h][d] * max_i[g][d]), an upper bound of scale * q.k over the page's keys,
 //     normalised per row as a log-softmax over the candidates, and score[g][i] = the max over
@@ -41,10 +44,10 @@ namespace kvtier::kernels {
 // with n_tokens 0 gets min = +inf, max = -inf. pool.digests must be set.
 void UpdateDigests(const KvPool& pool, std::span<const PageRef> pages);
 
-// Two references for the benchmarks, computed from the keys themselves (they read every key, as
-// dense attention does): kExact, as kSketch over all the dimensions; kSketchCentroid, the
-// sketch logits plus q . the page's mean of the other dimensions (a candidate digest addition).
-enum class ScoringMode { kSketch, kBound, kExact, kSketchCentroid };
+// kExact is a reference for the benchmarks, computed from the keys themselves (it reads every
+// key, as dense attention does): as kSketch with every dimension in the sketch, i.e. each page's
+// exact share of attention.
+enum class ScoringMode { kSketch, kSketchOnly, kBound, kExact };
 
 // score[g * cand.size() + i] as above (higher is better in both modes). q: [n_tokens][n_heads]
 // [head_dim] f32 (unscaled). pool.digests must be set; head_dim <= 256, page_tokens <= 64.

@@ -157,6 +157,57 @@ TEST_F(TierPromotionTest, ColdPrefixPromotesSinglePagesEqualToWholePromotion) {
   EXPECT_EQ(tiers->Stats().device.extents, 0);
 }
 
+// A digest record of another layout (an older kvtier's digest size) is not used: the digests
+// are recomputed from the extent (its q8 record, so close to the originals, not equal) and the
+// record is replaced, so the next process reads those from disk again.
+TEST_F(TierPromotionTest, DigestRecordOfAnotherLayoutIsRecomputedAndReplaced) {
+  std::vector<std::vector<uint16_t>> digests;
+  {
+    auto tiers = Tiers(64 << 20, 8);
+    digests = PublishRandom(*tiers);
+  }
+  // Extent 1's digest record becomes one of the old size (min/max and sketch, no centroid).
+  std::vector<ExtentKey> keys;
+  {
+    auto tiers = Tiers(64 << 20, 8);
+    auto hit = tiers->AcquirePrefix("ns", tokens_, kTokens, PromoteMode::kSelected);
+    ASSERT_TRUE(hit.ok());
+    for (const ColdExtent& c : hit->cold) keys.push_back(c.key);
+  }
+  ASSERT_EQ(keys.size(), 4u);
+  const storage::ExtentKey record = TierManager::DigestRecordKey(keys[1]);
+  ASSERT_TRUE(disk_->Remove(record).ok());
+  const std::vector<uint8_t> old(1000, 7);
+  ASSERT_TRUE(disk_->Put(record, 0xD1, old.size(), old).ok());
+  ASSERT_TRUE(disk_->Sync().ok());
+  const size_t dh = pool_->view().DigestHalfs();
+  std::vector<uint16_t> recomputed;  // extent 1's digests in round 0
+  for (int round = 0; round < 2; ++round) {
+    auto tiers = Tiers(64 << 20, 8);
+    auto hit = tiers->AcquirePrefix("ns", tokens_, kTokens, PromoteMode::kSelected);
+    ASSERT_TRUE(hit.ok()) << hit.status().ToString();
+    ASSERT_EQ(hit->tokens_cold, kTokens);
+    EXPECT_EQ(tiers->promotion_counters().digests_recomputed, round == 0 ? 1 : 0) << round;
+    EXPECT_EQ(tiers->promotion_counters().digests_from_disk, round == 0 ? 3 : 4) << round;
+    const std::vector<uint16_t>& got = *hit->cold[1].digests;
+    ASSERT_EQ(got.size(), kLayers * kExtentPages * dh);
+    if (round == 0) recomputed = got;
+    EXPECT_EQ(got, recomputed) << "round 1 reads round 0's record";
+    for (int l = 0; l < kLayers; ++l) {
+      for (int p = 0; p < kExtentPages; ++p) {
+        const uint16_t* d = got.data() + (static_cast<size_t>(l) * kExtentPages + p) * dh;
+        const uint16_t* want = digests[l].data() + (4 + p) * dh;
+        for (int i = 0; i < kDim; ++i) {  // the min row: q8 of N(0,1) keys is within 0.05
+          ASSERT_NEAR(kernels::F16ToF32(d[i]), kernels::F16ToF32(want[i]), 0.05) << l << p << i;
+        }
+      }
+      // The other extents' records were fine: their digests are the originals.
+      EXPECT_EQ(0, std::memcmp(hit->cold[2].digests->data() + l * kExtentPages * dh,
+                               digests[l].data() + 8 * dh, kExtentPages * dh * 2));
+    }
+  }
+}
+
 TEST_F(TierPromotionTest, WholeIfFitsFallsBackToColdWhenThePrefixDoesNotFit) {
   {
     auto tiers = Tiers(64 << 20, 8);

@@ -90,7 +90,7 @@ std::vector<double> ReferenceScores(const KvSetup& s, std::span<const PageRef> c
                                     ScoringMode mode = ScoringMode::kSketch) {
   const int n = static_cast<int>(cand.size());
   const int group = s.n_heads / s.n_kv;
-  const bool sketch = mode == ScoringMode::kSketch;
+  const bool sketch = mode != ScoringMode::kBound;
   const int sd = s.head_dim / 4;
   std::vector<double> out(static_cast<size_t>(s.n_kv) * n, sketch ? 0.0 : -INFINITY);
   for (int t = 0; t < n_tokens; ++t) {
@@ -110,6 +110,10 @@ std::vector<double> ReferenceScores(const KvSetup& s, std::span<const PageRef> c
           double z = 0.0;
           for (double x : logit) z += std::exp(x - m);
           b[i] = m + std::log(z);
+          if (mode == ScoringMode::kSketch) {  // + q . the digest's centroid (checked elsewhere)
+            const uint16_t* c = s.pool.Centroid(s.pool.DigestHead(cand[i].page, g));
+            for (int d = 0; d < s.head_dim - sd; ++d) b[i] += scale * qh[d] * F16ToF32(c[d]);
+          }
           continue;
         }
         double sum = 0.0;
@@ -187,6 +191,16 @@ TEST_P(RetrievalTest, WriteKvKeepsExactDigestsAndUpdateDigestsAgrees) {
             ASSERT_EQ(s.pool.Sketch(dg)[d * 16 + j], key) << "page " << p.page << " slot " << j;
           }
         }
+        // The centroid is the mean of the other dimensions, to f16 rounding per slot.
+        for (int d = 0; d < s.pool.CentroidDims(); ++d) {
+          double mean = 0.0, biggest = 0.0;
+          for (int j = 0; j < p.n_tokens; ++j) {
+            mean += s.Key(p, g, j, d) / p.n_tokens;
+            biggest = std::max(biggest, std::abs(s.Key(p, g, j, d)));
+          }
+          ASSERT_NEAR(F16ToF32(s.pool.Centroid(dg)[d]), mean, 0x1p-9 * biggest)
+              << "page " << p.page << " head " << g << " d " << d;
+        }
         for (int d = 0; d < dim; ++d) {
           double mn = INFINITY, mx = -INFINITY;
           for (int j = 0; j < p.n_tokens; ++j) {
@@ -239,8 +253,9 @@ TEST_P(RetrievalTest, BoundIsAnUpperBoundOfEveryKeyInThePage) {
 
 TEST_P(RetrievalTest, ScorePagesMatchesReference) {
   std::mt19937 rng(3);
-  for (const ScoringMode mode : {ScoringMode::kSketch, ScoringMode::kBound}) {
-    const bool sketch = mode == ScoringMode::kSketch;
+  for (const ScoringMode mode :
+       {ScoringMode::kSketch, ScoringMode::kSketchOnly, ScoringMode::kBound}) {
+    const bool sketch = mode != ScoringMode::kBound;
     for (int dim : {64, 40}) {
       KvSetup s(16 * 40 + 9, dim, rng);
       const float scale = 1.0f / std::sqrt(static_cast<float>(dim));
@@ -258,7 +273,7 @@ TEST_P(RetrievalTest, ScorePagesMatchesReference) {
             worst = std::max(worst, std::abs(got[i] - want[i]));
             biggest = std::max(biggest, std::abs(want[i]));
           }
-          const std::string where = std::string(sketch ? "sketch" : "bound") + " dim " +
+          const std::string where = std::to_string(static_cast<int>(mode)) + " dim " +
                                     std::to_string(dim) + " tokens " + std::to_string(n_tokens) +
                                     " threads " + std::to_string(threads_n);
           EXPECT_LT(worst, 2e-5 * (1 + biggest)) << where;

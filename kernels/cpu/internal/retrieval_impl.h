@@ -134,26 +134,36 @@ void FoldLogSoftmax(const float* b, int n, float* scores) {
 // One page at a time: its sketch is converted once, dimension-major (consecutive slots along
 // the lanes), and serves every query row; per row the logits of all the page's slots are
 // accumulated together (one broadcast multiply-add per sketch dimension, no horizontal sums),
-// then their logsumexp.
+// then their logsumexp, plus (centroid) q . the page's centroid of the other dimensions.
 template <class Isa>
 void SketchLse(const KvPool& pool, const PageRef* pages, int n_pages, int kv_head, const float* q,
-               int n_rows, float* out, int64_t out_stride) {
+               int n_rows, float* out, int64_t out_stride, bool centroid) {
   using V = typename Isa::V;
   constexpr int kW = Isa::kW;
-  constexpr int kMaxSlots = 64, kMaxSketch = 64;
+  constexpr int kMaxSlots = 64, kMaxSketch = 64, kMaxDim = 256;
   const int sd = pool.SketchDims();
   const int pt = pool.page_tokens;
   const int q_off = pool.head_dim - sd;  // the sketch is the keys' last sd dimensions
+  const int cd = pool.CentroidDims();    // == q_off: the centroid is the first cd dimensions
   alignas(64) float sk[kMaxSketch * kMaxSlots];
   alignas(64) float logit[kMaxSlots];
+  alignas(64) float cen[kMaxDim];
   for (int i = 0; i < n_pages; ++i) {
     const int n = pages[i].n_tokens < pt ? pages[i].n_tokens : pt;
     if (n <= 0) {
       for (int r = 0; r < n_rows; ++r) out[r * out_stride + i] = -HUGE_VALF;
       continue;
     }
-    const uint16_t* src = pool.Sketch(pool.DigestHead(pages[i].page, kv_head));
+    uint16_t* head = pool.DigestHead(pages[i].page, kv_head);
+    const uint16_t* src = pool.Sketch(head);
     const int nv = n / kW * kW;  // slots done with vectors; the rest scalar
+    const int cv = cd / kW * kW;
+    if (centroid) {
+      const uint16_t* c = pool.Centroid(head);
+      int d = 0;
+      for (; d < cv; d += kW) Isa::Store(cen + d, Isa::LoadH(c + d));
+      for (; d < cd; ++d) cen[d] = F16ToF32(c[d]);
+    }
     for (int d = 0; d < sd; ++d) {
       const uint16_t* row = src + static_cast<size_t>(d) * pt;
       float* dst = sk + d * kMaxSlots;
@@ -173,7 +183,16 @@ void SketchLse(const KvPool& pool, const PageRef* pages, int n_pages, int kv_hea
         for (int d = 0; d < sd; ++d) dot += qr[d] * sk[d * kMaxSlots + j];
         logit[j] = dot;
       }
-      out[r * out_stride + i] = LogSumExp<Isa>(logit, n);
+      float base = 0;
+      if (centroid) {
+        const float* qc = q + static_cast<size_t>(r) * pool.head_dim;
+        V acc = Isa::Zero();
+        int d = 0;
+        for (; d < cv; d += kW) acc = Isa::Fma(Isa::Load(qc + d), Isa::Load(cen + d), acc);
+        base = Isa::ReduceAdd(acc);
+        for (; d < cd; ++d) base += qc[d] * cen[d];
+      }
+      out[r * out_stride + i] = LogSumExp<Isa>(logit, n) + base;
     }
   }
 }

@@ -24,9 +24,9 @@ struct RetrievalTable {
   void (*fold_log_softmax)(const float* b, int n, float* scores);
   // As bounds, from the key sketches (KvPool::Sketch): out[r * out_stride + i] = logsumexp
   // over page i's filled slots j of sum_d q[r][head_dim - sd + d] * sketch_i[j][d] (-inf for an
-  // empty page).
+  // empty page), plus, with `centroid`, sum_d q[r][d] * centroid_i[d] (KvPool::Centroid).
   void (*sketch_lse)(const KvPool& pool, const PageRef* pages, int n_pages, int kv_head,
-                     const float* q, int n_rows, float* out, int64_t out_stride);
+                     const float* q, int n_rows, float* out, int64_t out_stride, bool centroid);
   // scores[i] += exp(b[i] - logsumexp(b[0, n))) for i < n.
   void (*fold_softmax_sum)(const float* b, int n, float* scores);
 };
