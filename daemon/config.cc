@@ -57,7 +57,7 @@ const Option kOptions[] = {
     {"recent_tokens", Type::kInt, 0, 1 << 24, "sparse attention: recent window always attended"},
     {"sparse_min_tokens", Type::kInt, 0, kMaxInt,
      "auto: sparse above this context (0: the engine's default)"},
-    {"sparse_scoring", Type::kString, 0, 0, "sketch | bound (how sparse attention ranks pages)"},
+    {"sparse_scoring", Type::kString, 0, 0, "sketch | sketch-only | bound (how sparse attention ranks pages)"},
 };
 
 const Option* FindOption(std::string_view key) {
@@ -182,7 +182,9 @@ Status Apply(const Option& o, const Value& v, DaemonConfig* c) {
   else if (k == "sparse_min_tokens")
     c->sparse_min_tokens = static_cast<int>(v.i);
   else if (k == "sparse_scoring") {
-    if (v.str != "sketch" && v.str != "bound") return InvalidArgumentError("must be sketch or bound");
+    if (v.str != "sketch" && v.str != "sketch-only" && v.str != "bound") {
+      return InvalidArgumentError("must be sketch, sketch-only or bound");
+    }
     c->sparse_scoring = v.str;
   } else
     return InternalError("option without a setter");

@@ -86,7 +86,7 @@ TEST(ConfigTest, StrictKeysTypesAndRanges) {
       {"allowed_groups = [\"no-such-group-kvtier\"]\n", "unknown group"},
       {"log_level = \"loud\"\n", "must be trace"},
       {"attention = \"fast\"\n", "auto, dense or sparse"},
-      {"sparse_scoring = \"best\"\n", "sketch or bound"},
+      {"sparse_scoring = \"best\"\n", "sketch, sketch-only or bound"},
       {"budget_tokens = 8\n", "must be in [16,"},
       {"threads = \n", "kvtierd.toml:1"},
   };
