@@ -9,6 +9,7 @@
 //   retrieval_quality_tool tiered [--context 8192] [--cases 10] [--budget 2048]
 //                                 [--device-frac 0.5] [--host-frac 0.25] [--hot-frac 0.9]
 //                                 [--kind passkey|needle]
+//   agree and speed: [--dense-layers 2] [--sink 64] [--recent 256] (the sparse layout)
 //   common: [--model M] [--threads T] [--scoring sketch,sketch-only,bound] (page scoring of the
 //   sparse runs, kernels/cpu/retrieval.h; each listed mode is run; also `exact`, a reference
 //   computed from the keys, for agree and speed)
@@ -244,10 +245,15 @@ kvtier::Status Prefill(Rig& r, const std::vector<int32_t>& tokens, int64_t n) {
                     nullptr);
 }
 
-model::SparseAttention SparseOf(int budget, const std::string& scoring) {
+// The sparse settings of agree and speed: the budget and scoring of the run, the layout flags
+// (--dense-layers, --sink, --recent) shared by every run, defaults as model::SparseAttention.
+model::SparseAttention SparseOf(const Args& a, int budget, const std::string& scoring) {
   model::SparseAttention s;
   s.enabled = true;
   s.budget_tokens = budget;
+  s.dense_layers = std::atoi(a.Get("dense-layers", std::to_string(s.dense_layers)).c_str());
+  s.sink_tokens = std::atoi(a.Get("sink", std::to_string(s.sink_tokens)).c_str());
+  s.recent_tokens = std::atoi(a.Get("recent", std::to_string(s.recent_tokens)).c_str());
   s.scoring = engine::ScoringModeOf(scoring);
   return s;
 }
@@ -314,7 +320,7 @@ int RunAgree(const Args& a) {
   runs.push_back({"dense, one token at a time (noise floor)", model::SparseAttention{}});
   for (const std::string& sc : StrList(a.Get("scoring", "sketch"))) {
     for (int b : budgets) {
-      runs.push_back({"sparse " + std::to_string(b) + " (" + sc + ")", SparseOf(b, sc)});
+      runs.push_back({"sparse " + std::to_string(b) + " (" + sc + ")", SparseOf(a, b, sc)});
     }
   }
   std::printf("prefix %lld tokens, %lld positions (context %lld..%lld)\n\n",
@@ -387,7 +393,7 @@ int RunSpeed(const Args& a) {
   std::vector<std::pair<std::string, model::SparseAttention>> modes = {
       {"dense", model::SparseAttention{}}};
   for (const std::string& sc : StrList(a.Get("scoring", "sketch"))) {
-    modes.push_back({"sparse " + std::to_string(budget) + " (" + sc + ")", SparseOf(budget, sc)});
+    modes.push_back({"sparse " + std::to_string(budget) + " (" + sc + ")", SparseOf(a, budget, sc)});
   }
   const int n_modes = static_cast<int>(modes.size());
   std::printf(
