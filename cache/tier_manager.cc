@@ -371,7 +371,8 @@ Result<uint64_t> TierManager::Evict(std::string_view ns, std::string_view tier) 
       const uint64_t before = host_->stats().used_bytes;  // (Get would count a hit)
       if (host_->Erase(key)) freed += before - host_->stats().used_bytes;
     }
-    if (prefetch_) prefetch_->Erase(key);  // a RAM copy of the disk record: dropped with any
+    // The prefetch buffer holds RAM copies of disk records: they go with the host or disk copy.
+    if (prefetch_ && tier != "device") prefetch_->Erase(key);
     if (options_.disk != nullptr && (all || tier == "disk")) {
       uint64_t removed = 0;
       if (options_.disk->Remove(StorageKey(key), &removed).ok()) freed += removed;
