@@ -8,9 +8,7 @@
 //                                [--budget 2048]
 //   retrieval_quality_tool tiered [--context 8192] [--cases 10] [--budget 2048]
 //                                 [--device-frac 0.5] [--host-frac 0.25] [--hot-frac 0.9]
-//                                 [--prefetch-bytes 67108864] [--kind passkey|needle]
-//     (--host-frac, --hot-frac and --prefetch-bytes take lists: one capped run per combination
-//     over the same prefilled cache; --prefetch-bytes 0 turns the prefetch off)
+//                                 [--kind passkey|needle]
 //   common: [--model M] [--threads T] [--scoring sketch,bound] (page scoring of the sparse
 //   runs, kernels/cpu/retrieval.h; each listed mode is run; also `exact` and `sketch+centroid`,
 //   references computed from the keys, for agree and speed — cases takes sketch|bound only)
@@ -434,7 +432,9 @@ int RunSpeed(const Args& a) {
 // Per case: an uncapped engine with a disk cache prefills the haystack (written through to the
 // host and disk tiers) and answers densely and sparsely with everything on the device; then a
 // fresh engine over the same cache, whose device pool and host tier are capped to fractions of
-// the context's KV, answers sparsely, promoting only the selected pages.
+// the context's KV, answers sparsely, promoting only the selected pages. --host-frac, --hot-frac
+// and --prefetch-bytes (default 67108864; 0: no prefetch of the previous selection) take lists:
+// one fresh capped engine per combination, over the same prefilled cache.
 int RunTiered(const Args& a) {
   const int ctx = std::atoi(a.Get("context", "8192").c_str());
   const int n_cases = std::atoi(a.Get("cases", "10").c_str());
