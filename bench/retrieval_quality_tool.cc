@@ -29,8 +29,8 @@
 // tiered: the haystacks are prefilled by an engine with a disk cache (written through to the
 //   host and disk tiers); a fresh engine whose device pool and host tier are capped to the given
 //   fractions of the context's KV answers sparsely, promoting only selected pages. Reports
-//   accuracy against dense and sparse with everything on the device, the promotion counters
-//   and where the capped requests' time goes.
+//   accuracy against dense and sparse with everything on the device, the promotion and prefetch
+//   counters and where the capped requests' time goes.
 // speed: prefills `context` tokens of the text, then decodes from the same position in
 //   interleaved rounds (dense `steps` tokens, then sparse `steps` tokens, rewriting the same
 //   positions), and reports tokens/s and where the time goes.
@@ -458,14 +458,22 @@ int RunSpeed(const Args& a) {
 // Per case: an uncapped engine with a disk cache prefills the haystack (written through to the
 // host and disk tiers) and answers densely and sparsely with everything on the device; then a
 // fresh engine over the same cache, whose device pool and host tier are capped to fractions of
-// the context's KV, answers sparsely, promoting only the selected pages.
+// the context's KV, answers sparsely, promoting only the selected pages. --host-frac, --hot-frac
+// and --prefetch-bytes (default 67108864; 0: no prefetch of the previous selection) take lists:
+// one fresh capped engine per combination, over the same prefilled cache.
 int RunTiered(const Args& a) {
   const int ctx = std::atoi(a.Get("context", "8192").c_str());
   const int n_cases = std::atoi(a.Get("cases", "10").c_str());
   const int budget = std::atoi(a.Get("budget", "2048").c_str());
   const double device_frac = std::atof(a.Get("device-frac", "0.5").c_str());
-  const double host_frac = std::atof(a.Get("host-frac", "0.25").c_str());
-  const double hot_frac = std::atof(a.Get("hot-frac", "0.9").c_str());  // of the device pool
+  std::vector<double> host_fracs, hot_fracs;
+  for (const std::string& f : StrList(a.Get("host-frac", "0.25"))) host_fracs.push_back(std::atof(f.c_str()));
+  // Of the device pool.
+  for (const std::string& f : StrList(a.Get("hot-frac", "0.9"))) hot_fracs.push_back(std::atof(f.c_str()));
+  std::vector<uint64_t> prefetch_list;
+  for (const std::string& f : StrList(a.Get("prefetch-bytes", std::to_string(64ull << 20)))) {
+    prefetch_list.push_back(std::strtoull(f.c_str(), nullptr, 10));
+  }
   const std::string scoring = a.Get("scoring", "sketch");
   const bench::CaseKind kind =
       a.Get("kind", "passkey") == "needle" ? bench::CaseKind::kNeedle : bench::CaseKind::kPasskey;
@@ -510,66 +518,113 @@ int RunTiered(const Args& a) {
   const uint64_t ctx_pages = static_cast<uint64_t>((ctx + 15) / 16) * cfg.n_layers;
   const uint64_t extent_q8 =
       4ull * cfg.n_layers * (2 * 16 * cfg.n_kv_heads * cfg.head_dim + 2 * 16 * cfg.n_kv_heads * 2);
-  engine::EngineOptions capped = o;
-  capped.kv_capacity_bytes = static_cast<uint64_t>(device_frac * ctx_pages) * page_bytes;
-  capped.host_cache_bytes = static_cast<uint64_t>(host_frac * (ctx / 64)) * extent_q8;
-  // The hot cache must hold one step's working set (the dense layers' pages and the union of the
-  // KV heads' selections in every sparse layer), or every step promotes everything again.
-  capped.hot_cache_bytes = static_cast<uint64_t>(hot_frac * capped.kv_capacity_bytes);
-  auto e = engine::Engine::Create(capped);
-  if (!e.ok()) return Fail(e.status().ToString());
-  int ok = 0;
-  engine::RetrievalUsage sum;
-  int64_t tokens = 0, steps = 0;
-  double total_ms = 0;
-  for (const bench::RetrievalCase& c : cases) {
-    const Clock::time_point t0 = Clock::now();
-    auto sp = bench::AskQuestion(**e, c, "sparse", budget, scoring);
-    if (!sp.ok()) return Fail(sp.status().ToString());
-    total_ms += MsSince(t0);
-    ok += sp->correct;
-    const engine::RetrievalUsage& r = sp->result.retrieval;
-    using RU = engine::RetrievalUsage;
-    for (int64_t RU::*f : {&RU::cold_tokens, &RU::pages_promoted_host, &RU::pages_promoted_disk,
-                           &RU::hot_hits, &RU::hot_misses}) {
-      sum.*f += r.*f;
-    }
-    for (double RU::*f : {&RU::promote_ms, &RU::matmul_ms, &RU::attention_ms, &RU::score_ms,
-                          &RU::select_ms, &RU::other_ms, &RU::pages_attended_avg}) {
-      sum.*f += r.*f;
-    }
-    sum.bytes_decompressed += r.bytes_decompressed;
-    tokens += static_cast<int64_t>(sp->result.tokens.size());
-    steps += r.sparse_steps + r.dense_steps;
-    std::fprintf(stderr, "depth %.2f capped sparse '%s' (cold %lld tokens, promoted host %lld disk %lld)\n",
-                 c.depth, sp->output.c_str(), static_cast<long long>(r.cold_tokens),
-                 static_cast<long long>(r.pages_promoted_host),
-                 static_cast<long long>(r.pages_promoted_disk));
-  }
-  const double n = static_cast<double>(cases.size());
   std::printf("%s, context %d, %d cases, budget %d (%s); device pool %.0f%% of the context's %llu "
-              "KV pages (%.1f MB), host tier %.0f%% of its %d extents (%.1f MB)\n\n",
+              "KV pages (%.1f MB); dense (device) %d/%d, sparse (device) %d/%d, uncapped sparse "
+              "request %.0f ms\n\n",
               kind == bench::CaseKind::kPasskey ? "passkey" : "needle", ctx, n_cases, budget,
               scoring.c_str(), 100 * device_frac, static_cast<unsigned long long>(ctx_pages),
-              capped.kv_capacity_bytes / 1e6, 100 * host_frac, ctx / 64, capped.host_cache_bytes / 1e6);
-  std::printf("| dense (device) | sparse (device) | sparse (capped tiers) | ÷ dense | cold tokens/case | "
-              "pages promoted host / disk per case | hot-cache hit rate | MB decompressed/case | "
-              "request ms uncapped / capped |\n|---|---|---|---|---|---|---|---|---|\n");
-  std::printf("| %d/%d | %d/%d | %d/%d | %.2f | %.0f | %.0f / %.0f | %.2f | %.1f | %.0f / %.0f |\n\n",
-              dense_ok, n_cases, uncapped_ok, n_cases, ok, n_cases,
-              dense_ok > 0 ? static_cast<double>(ok) / dense_ok : 0.0, sum.cold_tokens / n,
-              sum.pages_promoted_host / n, sum.pages_promoted_disk / n,
-              static_cast<double>(sum.hot_hits) / std::max<int64_t>(1, sum.hot_hits + sum.hot_misses),
-              sum.bytes_decompressed / n / 1e6, uncapped_ms / n, total_ms / n);
-  std::printf("Capped request time by stage, ms per forward step (%lld steps: the question batch and "
-              "each generated token; %.1f pages attended per layer, KV head and step):\n\n",
-              static_cast<long long>(steps), sum.pages_attended_avg / n);
-  const double st = std::max<int64_t>(1, steps);
-  std::printf("| matmul | attention | scoring | selection | promotion | other |\n|---|---|---|---|---|---|\n");
-  std::printf("| %.1f | %.1f | %.1f | %.2f | %.1f | %.1f |\n", sum.matmul_ms / st,
-              sum.attention_ms / st, sum.score_ms / st, sum.select_ms / st, sum.promote_ms / st,
-              sum.other_ms / st);
-  (void)tokens;
+              static_cast<double>(static_cast<uint64_t>(device_frac * ctx_pages) * page_bytes) / 1e6,
+              dense_ok, n_cases, uncapped_ok, n_cases, uncapped_ms / std::max(1, n_cases));
+  struct Row {
+    double host_frac = 0, hot_frac = 0;
+    uint64_t prefetch_bytes = 0, host_bytes = 0;
+    int ok = 0;
+    engine::RetrievalUsage sum;
+    int64_t steps = 0;
+    double total_ms = 0;
+  };
+  std::vector<Row> rows;
+  for (double host_frac : host_fracs) {
+    for (double hot_frac : hot_fracs) {
+      for (uint64_t prefetch_bytes : prefetch_list) {
+        Row row;
+        row.host_frac = host_frac;
+        row.hot_frac = hot_frac;
+        row.prefetch_bytes = prefetch_bytes;
+        engine::EngineOptions capped = o;
+        capped.kv_capacity_bytes = static_cast<uint64_t>(device_frac * ctx_pages) * page_bytes;
+        capped.host_cache_bytes = static_cast<uint64_t>(host_frac * (ctx / 64)) * extent_q8;
+        row.host_bytes = capped.host_cache_bytes;
+        // The hot cache must hold one step's working set (the dense layers' pages and the union
+        // of the KV heads' selections in every sparse layer), or every step promotes everything
+        // again.
+        capped.hot_cache_bytes = static_cast<uint64_t>(hot_frac * capped.kv_capacity_bytes);
+        capped.prefetch_bytes = prefetch_bytes;
+        auto e = engine::Engine::Create(capped);
+        if (!e.ok()) return Fail(e.status().ToString());
+        for (const bench::RetrievalCase& c : cases) {
+          const Clock::time_point t0 = Clock::now();
+          auto sp = bench::AskQuestion(**e, c, "sparse", budget, scoring);
+          if (!sp.ok()) return Fail(sp.status().ToString());
+          row.total_ms += MsSince(t0);
+          row.ok += sp->correct;
+          const engine::RetrievalUsage& r = sp->result.retrieval;
+          using RU = engine::RetrievalUsage;
+          for (int64_t RU::*f :
+               {&RU::cold_tokens, &RU::pages_promoted_host, &RU::pages_promoted_disk, &RU::hot_hits,
+                &RU::hot_misses, &RU::disk_reads, &RU::records_prefetched, &RU::prefetch_hits,
+                &RU::prefetch_waits, &RU::prefetch_wasted}) {
+            row.sum.*f += r.*f;
+          }
+          for (double RU::*f : {&RU::promote_ms, &RU::matmul_ms, &RU::attention_ms, &RU::score_ms,
+                                &RU::select_ms, &RU::other_ms, &RU::pages_attended_avg}) {
+            row.sum.*f += r.*f;
+          }
+          row.sum.bytes_decompressed += r.bytes_decompressed;
+          row.steps += r.sparse_steps + r.dense_steps;
+          std::fprintf(stderr,
+                       "host %.2f hot %.2f prefetch %llu: depth %.2f capped sparse '%s' (cold %lld "
+                       "tokens, promoted host %lld disk %lld prefetched %lld, disk reads %lld)\n",
+                       host_frac, hot_frac, static_cast<unsigned long long>(prefetch_bytes),
+                       c.depth, sp->output.c_str(), static_cast<long long>(r.cold_tokens),
+                       static_cast<long long>(r.pages_promoted_host),
+                       static_cast<long long>(r.pages_promoted_disk),
+                       static_cast<long long>(r.prefetch_hits),
+                       static_cast<long long>(r.disk_reads));
+        }
+        // Prefetch counters of the background thread may lag the last request: take the totals.
+        const cache::PromotionCounters p = (*e)->TierStats().promotion;
+        row.sum.records_prefetched = p.records_prefetched;
+        row.sum.prefetch_wasted = p.prefetch_wasted;
+        rows.push_back(row);
+      }
+    }
+  }
+  const double n = static_cast<double>(cases.size());
+  std::printf("Capped runs, per case (request) unless noted; promotion = ms per forward step; disk "
+              "reads = records read on the compute thread (the critical path):\n\n");
+  std::printf("| host tier | hot cache | prefetch | sparse (capped) | ÷ dense | pages promoted "
+              "host / disk / prefetched | hot-cache hit rate | disk reads | records prefetched | "
+              "prefetch waits | prefetched unused | promotion ms/step | request ms |\n"
+              "|---|---|---|---|---|---|---|---|---|---|---|---|---|\n");
+  for (const Row& row : rows) {
+    const engine::RetrievalUsage& sum = row.sum;
+    const double st = static_cast<double>(std::max<int64_t>(1, row.steps));
+    std::printf("| %.0f%% (%.0f MB) | %.0f%% of pool | %.0f MiB | %d/%d | %.2f | %.0f / %.0f / %.0f "
+                "| %.2f | %.0f | %.0f | %.0f | %.0f | %.1f | %.0f |\n",
+                100 * row.host_frac, row.host_bytes / 1e6, 100 * row.hot_frac,
+                row.prefetch_bytes / 1048576.0, row.ok, n_cases,
+                dense_ok > 0 ? static_cast<double>(row.ok) / dense_ok : 0.0,
+                sum.pages_promoted_host / n, sum.pages_promoted_disk / n, sum.prefetch_hits / n,
+                static_cast<double>(sum.hot_hits) /
+                    std::max<int64_t>(1, sum.hot_hits + sum.hot_misses),
+                sum.disk_reads / n, sum.records_prefetched / n, sum.prefetch_waits / n,
+                sum.prefetch_wasted / n, sum.promote_ms / st, row.total_ms / n);
+  }
+  std::printf("\nCapped request time by stage, ms per forward step (the question batch and each "
+              "generated token):\n\n");
+  std::printf("| host tier | hot cache | prefetch | steps | pages attended | matmul | attention | "
+              "scoring | selection | promotion | other |\n|---|---|---|---|---|---|---|---|---|---|---|\n");
+  for (const Row& row : rows) {
+    const engine::RetrievalUsage& sum = row.sum;
+    const double st = static_cast<double>(std::max<int64_t>(1, row.steps));
+    std::printf("| %.0f%% | %.0f%% | %.0f MiB | %lld | %.1f | %.1f | %.1f | %.1f | %.2f | %.1f | "
+                "%.1f |\n",
+                100 * row.host_frac, 100 * row.hot_frac, row.prefetch_bytes / 1048576.0,
+                static_cast<long long>(row.steps), sum.pages_attended_avg / n, sum.matmul_ms / st,
+                sum.attention_ms / st, sum.score_ms / st, sum.select_ms / st, sum.promote_ms / st,
+                sum.other_ms / st);
+  }
   if (a.Get("dir", "").empty()) {
     std::error_code ec;
     std::filesystem::remove_all(dir, ec);

@@ -6,6 +6,7 @@
 #include <cstring>
 
 #include "base/sha256.h"
+#include "cache/internal/record_prefetcher.h"
 #include "kernels/cpu/retrieval.h"
 
 namespace kvtier::cache {
@@ -36,9 +37,14 @@ TierManager::TierManager(PagePool& pool, const ExtentShape& shape, KeyScheme sch
     host_ = std::make_unique<HostTier>(
         HostTierOptions{options_.host_capacity_bytes, options_.host_codec}, &index_);
   }
+  if (options_.disk != nullptr && options_.prefetch_bytes > 0) {
+    prefetch_ = std::make_unique<internal::RecordPrefetcher>(*options_.disk,
+                                                             options_.prefetch_bytes);
+  }
 }
 
 TierManager::~TierManager() {
+  prefetch_.reset();  // joins the background thread first
   while (!hot_.empty()) DropHot(hot_.begin());
   pins_.clear();
   while (!device_map_.empty()) DropDevice(device_map_.begin());
@@ -359,6 +365,8 @@ Result<uint64_t> TierManager::Evict(std::string_view ns, std::string_view tier) 
       const uint64_t before = host_->stats().used_bytes;  // (Get would count a hit)
       if (host_->Erase(key)) freed += before - host_->stats().used_bytes;
     }
+    // The prefetch buffer holds RAM copies of disk records: they go with the host or disk copy.
+    if (prefetch_ && tier != "device") prefetch_->Erase(key);
     if (options_.disk != nullptr && (all || tier == "disk")) {
       uint64_t removed = 0;
       if (options_.disk->Remove(StorageKey(key), &removed).ok()) freed += removed;
@@ -396,8 +404,7 @@ TierStatsSnapshot TierManager::Stats() const {
     s.disk_io_engine = std::string(options_.disk->io_engine_name());
   }
   s.disk_write_errors = write_errors_;
-  s.promotion = promotion_;
-  s.promotion.hot_pages = static_cast<int64_t>(hot_.size());
+  s.promotion = promotion_counters();
   s.hot_capacity_pages = options_.hot_cache_pages;
   return s;
 }
@@ -481,34 +488,50 @@ Result<std::shared_ptr<const std::vector<uint16_t>>> TierManager::ComputeDigests
 }
 
 Result<std::shared_ptr<const std::vector<uint8_t>>> TierManager::RecordForPages(
-    const ExtentKey& key, bool* from_disk) {
+    const ExtentKey& key, RecordSource* source) {
   if (last_disk_ && last_disk_key_ == key) {  // read from disk before, kept in RAM
-    *from_disk = false;
+    *source = RecordSource::kRam;
     return last_disk_;
   }
   if (host_) {
     if (auto bytes = host_->Get(key)) {
-      *from_disk = false;
+      *source = RecordSource::kRam;
       return bytes;
     }
   }
   if (options_.disk == nullptr) return NotFoundError("cold extent is in no tier");
-  auto read = options_.disk->Get(StorageKey(key));
-  if (!read.ok()) return read.status();
-  ++promotion_.disk_reads;
-  promotion_.disk_bytes_read += read->bytes().size();
-  auto plain = DecompressExtent(read->bytes());
-  if (!plain.ok()) {
-    (void)options_.disk->Remove(StorageKey(key));
-    return plain.status();
+  std::shared_ptr<const std::vector<uint8_t>> bytes;
+  if (prefetch_) {
+    bool waited = false;
+    bytes = prefetch_->Take(key, &waited);
+    if (waited) ++promotion_.prefetch_waits;
+    if (bytes) *source = RecordSource::kPrefetch;
   }
-  auto bytes = std::make_shared<const std::vector<uint8_t>>(std::move(plain).value());
+  if (!bytes) {
+    auto read = options_.disk->Get(StorageKey(key));
+    if (!read.ok()) return read.status();
+    ++promotion_.disk_reads;
+    promotion_.disk_bytes_read += read->bytes().size();
+    auto plain = DecompressExtent(read->bytes());
+    if (!plain.ok()) {
+      (void)options_.disk->Remove(StorageKey(key));
+      return plain.status();
+    }
+    bytes = std::make_shared<const std::vector<uint8_t>>(std::move(plain).value());
+    *source = RecordSource::kDisk;
+  }
   // Later misses of other pages and layers of this extent decode from RAM.
   if (host_) (void)host_->Put(key, *bytes);
   last_disk_key_ = key;
   last_disk_ = bytes;
-  *from_disk = true;
-  return std::shared_ptr<const std::vector<uint8_t>>(bytes);
+  return bytes;
+}
+
+void TierManager::DropBadRecord(const ExtentKey& key) {
+  if (host_) host_->Erase(key);
+  if (options_.disk != nullptr) (void)options_.disk->Remove(StorageKey(key));
+  if (prefetch_) prefetch_->Erase(key);
+  if (last_disk_ && last_disk_key_ == key) last_disk_.reset();
 }
 
 Result<PrefixHit> TierManager::AcquireSelected(std::string_view ns, PrefixMatch& match,
@@ -550,17 +573,14 @@ Result<PrefixHit> TierManager::AcquireSelected(std::string_view ns, PrefixMatch&
   bool stored_digests = false;
   for (int64_t i = 0; i < matched; ++i) {
     if (device_map_.count(match.keys[i]) != 0 || digests[i]) continue;
-    bool disk = false;
-    auto record = RecordForPages(match.keys[i], &disk);
+    RecordSource source = RecordSource::kRam;
+    auto record = RecordForPages(match.keys[i], &source);
     Result<std::shared_ptr<const std::vector<uint16_t>>> d =
         record.ok() ? ComputeDigests(**record) : Result<std::shared_ptr<const std::vector<uint16_t>>>(record.status());
     if (!d.ok()) {
       std::fprintf(stderr, "kvtier: cached extent %s not used: %s\n",
                    match.keys[i].Hex().substr(0, 16).c_str(), d.status().ToString().c_str());
-      if (record.ok()) {
-        if (host_) host_->Erase(match.keys[i]);
-        if (options_.disk != nullptr) (void)options_.disk->Remove(StorageKey(match.keys[i]));
-      }
+      if (record.ok()) DropBadRecord(match.keys[i]);
       served = i;
       break;
     }
@@ -641,7 +661,7 @@ Status TierManager::PromotePages(std::span<const ColdPageRef> refs, std::span<in
   });
   std::shared_ptr<const std::vector<uint8_t>> record;
   const ExtentKey* record_key = nullptr;
-  bool record_from_disk = false;
+  RecordSource record_source = RecordSource::kRam;
   Status status;
   for (size_t i : misses) {
     const ColdPageRef& r = refs[i];
@@ -651,15 +671,15 @@ Status TierManager::PromotePages(std::span<const ColdPageRef> refs, std::span<in
       continue;
     }
     if (record_key == nullptr || !(*record_key == *r.key)) {
-      auto got = RecordForPages(*r.key, &record_from_disk);
+      auto got = RecordForPages(*r.key, &record_source);
       if (!got.ok()) {
         status = got.status().WithContext("promoting a cold page");
         break;
       }
       record = std::move(got).value();
       record_key = r.key;
-    } else if (record_from_disk) {
-      record_from_disk = false;  // the record is in RAM now: later pages count as host
+    } else {
+      record_source = RecordSource::kRam;  // the record is in RAM now: later pages count as host
     }
     auto page = HotPage();
     if (!page.ok()) {
@@ -671,9 +691,7 @@ Status TierManager::PromotePages(std::span<const ColdPageRef> refs, std::span<in
       pool_.Free(*page);
       std::fprintf(stderr, "kvtier: cached extent %s not decodable: %s\n",
                    r.key->Hex().substr(0, 16).c_str(), s.ToString().c_str());
-      if (host_) host_->Erase(*r.key);
-      if (options_.disk != nullptr) (void)options_.disk->Remove(StorageKey(*r.key));
-      last_disk_.reset();
+      DropBadRecord(*r.key);
       status = s;
       break;
     }
@@ -681,11 +699,51 @@ Status TierManager::PromotePages(std::span<const ColdPageRef> refs, std::span<in
     hot_.emplace(hk, HotEntry{*page, hot_stamp_, hot_lru_.begin()});
     pages[i] = *page;
     ++promotion_.hot_misses;
-    ++(record_from_disk ? promotion_.pages_from_disk : promotion_.pages_from_host);
+    ++(record_source == RecordSource::kDisk       ? promotion_.pages_from_disk
+       : record_source == RecordSource::kPrefetch ? promotion_.prefetch_hits
+                                                  : promotion_.pages_from_host);
     promotion_.bytes_decompressed += pool_.page_bytes();
   }
   promotion_.promote_ms += MsSince(t0);
   return status;
+}
+
+void TierManager::PrefetchPages(std::span<const ColdPageRef> refs) {
+  if (!prefetch_ || refs.empty()) return;
+  const auto t0 = std::chrono::steady_clock::now();
+  prefetch_keys_.clear();
+  for (const ColdPageRef& r : refs) {
+    if (hot_.count(HotKey{*r.key, r.layer, r.page_in_extent}) != 0) continue;
+    if (!prefetch_keys_.empty() && prefetch_keys_.back() == *r.key) continue;
+    prefetch_keys_.push_back(*r.key);
+  }
+  // In the order PromotePages will want them (its misses are sorted by key).
+  std::sort(prefetch_keys_.begin(), prefetch_keys_.end(),
+            [](const ExtentKey& a, const ExtentKey& b) { return a.bytes < b.bytes; });
+  prefetch_keys_.erase(std::unique(prefetch_keys_.begin(), prefetch_keys_.end()),
+                       prefetch_keys_.end());
+  std::erase_if(prefetch_keys_, [&](const ExtentKey& k) {
+    return (last_disk_ && last_disk_key_ == k) || (host_ && host_->Contains(k));
+  });
+  prefetch_->Enqueue(prefetch_keys_);
+  promotion_.promote_ms += MsSince(t0);
+}
+
+void TierManager::WaitForPrefetches() {
+  if (prefetch_) prefetch_->WaitIdle();
+}
+
+PromotionCounters TierManager::promotion_counters() const {
+  PromotionCounters c = promotion_;
+  c.hot_pages = static_cast<int64_t>(hot_.size());
+  if (prefetch_) {
+    const internal::RecordPrefetcher::Counters p = prefetch_->counters();
+    c.records_prefetched = p.records_prefetched;
+    c.prefetch_wasted = p.wasted;
+    c.prefetch_disk_bytes = p.disk_bytes_read;
+    c.prefetch_buffered_bytes = p.buffered_bytes;
+  }
+  return c;
 }
 
 }  // namespace kvtier::cache

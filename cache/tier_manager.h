@@ -2,8 +2,12 @@
 // is, promotion on a hit, write-through to the lower tiers, eviction under byte budgets, pins.
 //
 // Thread safety: not thread-safe. The TierManager belongs to the engine's compute thread, like
-// the PagePool it draws on. (The HostTier, PrefixIndex and SegmentStore it uses are themselves
-// thread-safe, so stats may be read from them concurrently.)
+// the PagePool it draws on: every method must be called from one thread at a time. (The
+// HostTier, PrefixIndex and SegmentStore it uses are themselves thread-safe, so stats may be read
+// from them concurrently.) Internally it owns one background thread, the record prefetcher (see
+// PrefetchPages), which only reads the SegmentStore and fills its own mutex-protected buffer; it
+// never touches the pool, the page tables, the hot cache or the host tier, and is joined by the
+// destructor.
 //
 // Tiers:
 //   device — the pages themselves: a published extent keeps a reference on its 4 × n_layers
@@ -24,6 +28,13 @@
 // (extent, layer, page) -> device page under hot_cache_pages. Digests of every published extent
 // are kept in RAM (DigestStore, LRU under digest_cache_bytes) and on disk next to the extent
 // (a separate record under DigestRecordKey), so a cold extent is scored without decoding it.
+//
+// Prefetch (DESIGN §5, engine/README.md): PrefetchPages names pages the caller expects to
+// promote soon (the engine: the previous step's selection of the next layer). Those not hot and
+// whose extent record is neither in the host tier nor already prefetched are queued to a
+// background thread that reads the record from disk and strips zstd into a small buffer (LRU
+// under TierOptions::prefetch_bytes); a later page miss takes the record from there instead of
+// reading the disk on the compute thread, waiting when the read is in progress.
 #pragma once
 
 #include <cstdint>
@@ -45,6 +56,9 @@
 #include "storage/segment_store.h"
 
 namespace kvtier::cache {
+namespace internal {
+class RecordPrefetcher;
+}
 
 struct TierCounters {
   int64_t extents = 0;
@@ -64,6 +78,9 @@ struct TierOptions {
   kernels::ThreadPool* threads = nullptr;  // borrowed: decodes promoted extents in parallel
   int64_t hot_cache_pages = 0;              // hot cache of promoted single pages (see above)
   uint64_t digest_cache_bytes = 256ull << 20;  // resident digests of cold extents
+  // Buffer of disk records read ahead by PrefetchPages' background thread (plain, zstd
+  // stripped). 0, or no disk tier: no prefetching and no thread.
+  uint64_t prefetch_bytes = 64ull << 20;
 };
 
 // How AcquirePrefix brings extents that are not on the device.
@@ -103,14 +120,25 @@ struct PromotionCounters {
   int64_t hot_hits = 0;         // requested pages already in the hot cache
   int64_t hot_misses = 0;       // pages decoded into the hot cache
   int64_t pages_from_host = 0;  // misses decoded from a record the host tier had
-  int64_t pages_from_disk = 0;  // misses whose record was read from disk
+  // Of the misses decoded from one record in one call, the first counts where the record came
+  // from and the others as host (the record is in RAM by then):
+  int64_t pages_from_disk = 0;  // misses whose record was read from disk (on the compute thread)
+  int64_t prefetch_hits = 0;    // misses whose record came from the prefetch buffer
   uint64_t bytes_decompressed = 0;  // f16 KV bytes written by page decodes (misses x page bytes)
   uint64_t disk_bytes_read = 0;     // extent records read from disk for page misses
-  int64_t disk_reads = 0;
+  int64_t disk_reads = 0;           // ... by the compute thread (on the critical path)
+  // Prefetch (PrefetchPages): records the background thread read and decompressed; page misses
+  // that found their record being read and waited for it; prefetched records dropped from the
+  // buffer without serving any page; disk bytes the background thread read.
+  int64_t records_prefetched = 0;
+  int64_t prefetch_waits = 0;
+  int64_t prefetch_wasted = 0;
+  uint64_t prefetch_disk_bytes = 0;
   int64_t digests_from_disk = 0;     // cold extents whose digests were read from disk
   int64_t digests_recomputed = 0;    // cold extents whose digests had to be computed by decoding
-  double promote_ms = 0;             // time in PromotePages (decode, disk reads)
+  double promote_ms = 0;             // time in PromotePages (decode, disk reads) and PrefetchPages
   int64_t hot_pages = 0;             // now in the hot cache
+  uint64_t prefetch_buffered_bytes = 0;  // now in the prefetch buffer
 };
 
 // What a prefix lookup brought onto the device.
@@ -163,7 +191,14 @@ class TierManager {
   // (the hot cache may exceed hot_cache_pages during one call, not the pool); NotFound/Corruption
   // when no tier can serve a record (it is dropped from the tier that served it).
   Status PromotePages(std::span<const ColdPageRef> refs, std::span<int32_t> pages);
-  const PromotionCounters& promotion_counters() const { return promotion_; }
+  // Hints that the cold pages `refs` are likely to be promoted soon: the records of the extents
+  // of those not in the hot cache, unless in the host tier or already prefetched (or being
+  // read), are queued for the background thread. Cheap (hash lookups, no I/O); a no-op without
+  // prefetching. The keys are copied: `refs` need not outlive the call.
+  void PrefetchPages(std::span<const ColdPageRef> refs);
+  // Blocks until the prefetch queue is empty and no read is in progress (tests, benchmarks).
+  void WaitForPrefetches();
+  PromotionCounters promotion_counters() const;
 
   // Publishes the whole extents of a sequence's first n_tokens tokens: the device tier takes a
   // reference on their pages. Extents already cached are only touched (LRU).
@@ -225,10 +260,16 @@ class TierManager {
   // neither RAM nor disk has them).
   Result<std::shared_ptr<const std::vector<uint16_t>>> ComputeDigests(
       std::span<const uint8_t> encoded);
-  // The encoded record of a cold extent for page decodes: host tier, else disk (then kept in the
-  // host tier without zstd, and in last_disk_ for the rest of this call).
+  // Where RecordForPages found a record.
+  enum class RecordSource { kRam, kDisk, kPrefetch };
+  // The encoded record of a cold extent for page decodes: the last record read, the host tier,
+  // the prefetch buffer (waiting for a read in progress), else disk. A record read from disk or
+  // taken from the prefetch buffer is kept in the host tier without zstd (if it has room) and in
+  // last_disk_.
   Result<std::shared_ptr<const std::vector<uint8_t>>> RecordForPages(const ExtentKey& key,
-                                                                     bool* from_disk);
+                                                                     RecordSource* source);
+  // Forgets a record that failed to decode: host tier, disk, prefetch buffer, last_disk_.
+  void DropBadRecord(const ExtentKey& key);
 
   struct HotKey {
     ExtentKey key;
@@ -285,6 +326,9 @@ class TierManager {
   // The last disk record read for page decodes (plain), reused while one call walks its pages.
   ExtentKey last_disk_key_;
   std::shared_ptr<const std::vector<uint8_t>> last_disk_;
+  // Background reads of records for PrefetchPages; null when prefetching is off.
+  std::unique_ptr<internal::RecordPrefetcher> prefetch_;
+  std::vector<ExtentKey> prefetch_keys_;  // PrefetchPages scratch
 };
 
 }  // namespace kvtier::cache

@@ -49,6 +49,8 @@ const Option kOptions[] = {
     {"host_cache_bytes", Type::kInt, 0, kMaxInt, "host-tier capacity (0: no host tier)"},
     {"hot_cache_bytes", Type::kInt, 0, kMaxInt,
      "device pages promoted one by one for sparse attention (0: engine default)"},
+    {"prefetch_bytes", Type::kInt, 0, kMaxInt,
+     "disk records of the previous sparse selection read ahead into RAM (0: no prefetch)"},
     {"disk_cache_bytes", Type::kInt, 0, kMaxInt, "disk-tier capacity (0: no disk tier)"},
     {"attention", Type::kString, 0, 0, "auto | dense | sparse (retrieval attention, DESIGN §5)"},
     {"budget_tokens", Type::kInt, 16, 1 << 24, "sparse attention: tokens attended per KV head"},
@@ -164,6 +166,8 @@ Status Apply(const Option& o, const Value& v, DaemonConfig* c) {
     c->host_cache_bytes = static_cast<uint64_t>(v.i);
   else if (k == "hot_cache_bytes")
     c->hot_cache_bytes = static_cast<uint64_t>(v.i);
+  else if (k == "prefetch_bytes")
+    c->prefetch_bytes = static_cast<uint64_t>(v.i);
   else if (k == "disk_cache_bytes")
     c->disk_cache_bytes = static_cast<uint64_t>(v.i);
   else if (k == "attention") {

@@ -44,6 +44,7 @@ struct DaemonConfig {
   uint64_t kv_capacity_bytes = 0;                  // device-tier KV pool; 0: the engine's default
   uint64_t host_cache_bytes = uint64_t{1} << 30;   // host tier (RAM); 0: none
   uint64_t hot_cache_bytes = 0;  // hot cache of single promoted pages; 0: the engine's default
+  uint64_t prefetch_bytes = uint64_t{64} << 20;  // read-ahead buffer of disk records; 0: off
   uint64_t disk_cache_bytes = uint64_t{16} << 30;  // disk tier under <cache_dir>/kv; 0: none
   // Retrieval attention (DESIGN §5; engine::EngineOptions has the meaning of each).
   std::string attention = "auto";  // auto | dense | sparse (requests may override)

@@ -75,6 +75,7 @@ int main(int argc, char** argv) {
   options.kv_capacity_bytes = config.kv_capacity_bytes;
   options.host_cache_bytes = config.host_cache_bytes;
   options.hot_cache_bytes = config.hot_cache_bytes;
+  options.prefetch_bytes = config.prefetch_bytes;
   options.attention = config.attention;
   options.budget_tokens = config.budget_tokens;
   options.dense_layers = config.dense_layers;

@@ -805,6 +805,11 @@ void Connection::RunGenerate(const proto::RequestId& id, const proto::GenerateRe
   out.retrieval.bytes_decompressed = static_cast<int64_t>(r.retrieval.bytes_decompressed);
   out.retrieval.hot_hits = r.retrieval.hot_hits;
   out.retrieval.hot_misses = r.retrieval.hot_misses;
+  out.retrieval.disk_reads = r.retrieval.disk_reads;
+  out.retrieval.records_prefetched = r.retrieval.records_prefetched;
+  out.retrieval.prefetch_hits = r.retrieval.prefetch_hits;
+  out.retrieval.prefetch_waits = r.retrieval.prefetch_waits;
+  out.retrieval.prefetch_wasted = r.retrieval.prefetch_wasted;
   out.seed = r.seed;
   spdlog::info(
       "conn {} uid {}: generate {} prompt {} (cached {}) completion {} ttft {:.1f} ms "

@@ -109,20 +109,37 @@ class ColdPages final : public model::PageResolver {
                digest_halfs_;
   }
 
+  // Promotes the layer's selection, remembers it as this layer's prediction for the next step,
+  // and asks for the next layer's previous selection to be prefetched while this layer computes.
   Status Promote(int layer, std::span<const int32_t> cold, std::span<int32_t> pages) override {
-    refs_.resize(cold.size());
+    if (static_cast<size_t>(layer) >= last_.size()) last_.resize(layer + 1);
+    std::vector<cache::ColdPageRef>& refs = last_[layer];
+    refs.resize(cold.size());
     for (size_t i = 0; i < cold.size(); ++i) {
-      refs_[i] = cache::ColdPageRef{&cold_[cache::ColdIndexOf(cold[i])].key, layer,
-                                    cache::ColdPageOf(cold[i])};
+      refs[i] = cache::ColdPageRef{&cold_[cache::ColdIndexOf(cold[i])].key, layer,
+                                   cache::ColdPageOf(cold[i])};
     }
-    return tiers_.PromotePages(refs_, pages);
+    RETURN_IF_ERROR(tiers_.PromotePages(refs, pages));
+    if (static_cast<size_t>(layer) + 1 < last_.size()) tiers_.PrefetchPages(last_[layer + 1]);
+    return Status::Ok();
+  }
+
+  // The next step starts at the first layer: prefetch its selection of this step.
+  void EndStep() override {
+    for (const std::vector<cache::ColdPageRef>& refs : last_) {
+      if (refs.empty()) continue;
+      tiers_.PrefetchPages(refs);
+      break;
+    }
   }
 
  private:
   cache::TierManager& tiers_;
   const std::vector<cache::ColdExtent>& cold_;
   const size_t digest_halfs_;
-  std::vector<cache::ColdPageRef> refs_;
+  // Per layer, the cold pages promoted at its last Promote call (this step's or the previous
+  // step's selection): the prediction of what the layer promotes next.
+  std::vector<std::vector<cache::ColdPageRef>> last_;
 };
 
 }  // namespace
@@ -201,6 +218,7 @@ Result<std::unique_ptr<Engine>> Engine::Create(const EngineOptions& options) {
   ASSIGN_OR_RETURN(tier_options.host_codec, cache::ParseCodecSpec(options.host_codec));
   ASSIGN_OR_RETURN(tier_options.disk_codec, cache::ParseCodecSpec(options.disk_codec));
   tier_options.threads = e->threads_.get();
+  tier_options.prefetch_bytes = options.prefetch_bytes;
   if (options.hot_cache_bytes > 0) {
     tier_options.hot_cache_pages =
         static_cast<int64_t>(options.hot_cache_bytes / e->pages_->page_bytes());
@@ -431,11 +449,16 @@ Result<GenerateResult> Engine::Generate(const GenerateRequest& request,
   }
   result.usage.completion_tokens = static_cast<int64_t>(result.tokens.size());
   {
-    const cache::PromotionCounters& p = tiers_->promotion_counters();
+    const cache::PromotionCounters p = tiers_->promotion_counters();
     RetrievalUsage& r = result.retrieval;
     r.pages_promoted_host = p.pages_from_host - promotion_before.pages_from_host;
     r.pages_promoted_disk = p.pages_from_disk - promotion_before.pages_from_disk;
-    r.pages_promoted += r.pages_promoted_host + r.pages_promoted_disk;
+    r.prefetch_hits = p.prefetch_hits - promotion_before.prefetch_hits;
+    r.pages_promoted += r.pages_promoted_host + r.pages_promoted_disk + r.prefetch_hits;
+    r.disk_reads = p.disk_reads - promotion_before.disk_reads;
+    r.records_prefetched = p.records_prefetched - promotion_before.records_prefetched;
+    r.prefetch_waits = p.prefetch_waits - promotion_before.prefetch_waits;
+    r.prefetch_wasted = p.prefetch_wasted - promotion_before.prefetch_wasted;
     r.bytes_decompressed = p.bytes_decompressed - promotion_before.bytes_decompressed;
     r.hot_hits = p.hot_hits - promotion_before.hot_hits;
     r.hot_misses = p.hot_misses - promotion_before.hot_misses;

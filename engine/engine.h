@@ -35,6 +35,10 @@ struct EngineOptions {
   // 0: one sparse step's working set — dense_layers x context pages + the other layers x
   // n_kv_heads x budget_tokens / 16 — at most 3/4 of the pool.
   uint64_t hot_cache_bytes = 0;
+  // Prefetch of the previous step's selection (engine/README.md): a background thread reads the
+  // disk records of the next layer's previously selected cold pages into a RAM buffer of this
+  // size. 0: off.
+  uint64_t prefetch_bytes = 64ull << 20;
   int batch_tokens = 512;       // prompt tokens per forward batch
   bool prefix_cache = true;     // reuse the KV of cached prompt prefixes (DESIGN §4)
   uint64_t host_cache_bytes = 1ull << 30;  // host tier (q8 extents in RAM); 0: none
@@ -122,6 +126,12 @@ struct RetrievalUsage {
   uint64_t bytes_decompressed = 0;  // f16 KV bytes written by page decodes
   int64_t hot_hits = 0, hot_misses = 0;  // selected cold pages already hot / decoded now
   double promote_ms = 0;                 // time spent promoting cold pages
+  // Disk records read on the compute thread (the critical path) for page misses.
+  int64_t disk_reads = 0;
+  // Prefetch (cache::PromotionCounters): records read ahead by the background thread, page
+  // misses served from them (first page per record and call, like pages_promoted_disk), misses
+  // that waited for a read in progress, records dropped unused.
+  int64_t records_prefetched = 0, prefetch_hits = 0, prefetch_waits = 0, prefetch_wasted = 0;
   // Where the forward steps after the cached context spent their time (ForwardPass::Profile;
   // promotion is not in these: it is promote_ms; gathering cold pages' digests is in score_ms).
   double matmul_ms = 0, attention_ms = 0, score_ms = 0, select_ms = 0, other_ms = 0;

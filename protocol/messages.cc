@@ -87,7 +87,13 @@ void Put(const GenerateResult& r, OutJson* j) {
                          {"disk", r.retrieval.pages_promoted_disk}}},
                        {"bytes_decompressed", r.retrieval.bytes_decompressed},
                        {"hot_hits", r.retrieval.hot_hits},
-                       {"hot_misses", r.retrieval.hot_misses}};
+                       {"hot_misses", r.retrieval.hot_misses},
+                       {"disk_reads", r.retrieval.disk_reads},
+                       {"prefetch",
+                        {{"records", r.retrieval.records_prefetched},
+                         {"hits", r.retrieval.prefetch_hits},
+                         {"waits", r.retrieval.prefetch_waits},
+                         {"wasted", r.retrieval.prefetch_wasted}}}};
   (*j)["seed"] = r.seed;
 }
 void Put(const PrefillResult& r, OutJson* j) {
@@ -217,6 +223,14 @@ Status Get(const FieldReader& f, GenerateResult* r) {
       optional_count(retrieval, "bytes_decompressed", &r->retrieval.bytes_decompressed));
   RETURN_IF_ERROR(optional_count(retrieval, "hot_hits", &r->retrieval.hot_hits));
   RETURN_IF_ERROR(optional_count(retrieval, "hot_misses", &r->retrieval.hot_misses));
+  RETURN_IF_ERROR(optional_count(retrieval, "disk_reads", &r->retrieval.disk_reads));
+  if (retrieval.Find("prefetch") != nullptr) {
+    ASSIGN_OR_RETURN(FieldReader prefetch, Object(retrieval, "prefetch"));
+    RETURN_IF_ERROR(optional_count(prefetch, "records", &r->retrieval.records_prefetched));
+    RETURN_IF_ERROR(optional_count(prefetch, "hits", &r->retrieval.prefetch_hits));
+    RETURN_IF_ERROR(optional_count(prefetch, "waits", &r->retrieval.prefetch_waits));
+    RETURN_IF_ERROR(optional_count(prefetch, "wasted", &r->retrieval.prefetch_wasted));
+  }
   return f.ReadUint64("seed", true, &r->seed);
 }
 Status Get(const FieldReader& f, PrefillResult* r) {

@@ -279,6 +279,11 @@ struct Retrieval {
   int64_t pages_promoted_disk = 0;  //   ... whose record had to be read from disk
   int64_t bytes_decompressed = 0;   // f16 KV bytes written by single-page decodes
   int64_t hot_hits = 0, hot_misses = 0;
+  // Prefetch of the previous step's selection: page misses served from a record read ahead,
+  // misses that waited for such a read, records read ahead, and those dropped unused; disk
+  // records read on the critical path.
+  int64_t prefetch_hits = 0, prefetch_waits = 0, records_prefetched = 0, prefetch_wasted = 0;
+  int64_t disk_reads = 0;
   bool operator==(const Retrieval&) const = default;
 };
 

@@ -1,8 +1,10 @@
 // Selected-page promotion in the TierManager (cache/tier_manager.h), on a small random KV with a
 // real SegmentStore: cold prefixes with resident digests (RAM and the disk's digest records),
-// single pages decoded equal to whole-extent promotion, hot-cache hits, counters.
+// single pages decoded equal to whole-extent promotion, hot-cache hits, counters, and the
+// background prefetch of records (PrefetchPages): hits, the buffer's budget, corrupt records.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cstring>
 #include <filesystem>
 #include <random>
@@ -18,6 +20,10 @@ namespace kvtier::cache {
 namespace {
 
 constexpr int kLayers = 2, kHeads = 3, kDim = 64, kTokens = 256;  // 4 extents
+// A q8 extent without zstd: layers x 4 pages x (K and V: int8 values + an f16 scale per token
+// and head) + the header = 50,720 bytes.
+constexpr uint64_t kPlainRecordBytes =
+    uint64_t{kLayers} * 4 * (2 * 16 * kHeads * kDim + 2 * 16 * kHeads * 2) + 32;
 
 class TierPromotionTest : public ::testing::Test {
  protected:
@@ -48,11 +54,13 @@ class TierPromotionTest : public ::testing::Test {
     EXPECT_TRUE(s.ok()) << s.status().ToString();
     return std::move(s).value();
   }
-  std::unique_ptr<TierManager> Tiers(uint64_t host_bytes, int64_t hot_pages) {
+  std::unique_ptr<TierManager> Tiers(uint64_t host_bytes, int64_t hot_pages,
+                                     uint64_t prefetch_bytes = 64 << 20) {
     TierOptions o;
     o.host_capacity_bytes = host_bytes;
     o.disk = disk_.get();
     o.hot_cache_pages = hot_pages;
+    o.prefetch_bytes = prefetch_bytes;
     return std::make_unique<TierManager>(*pool_, shape_, scheme_, o);
   }
   // A random sequence of kTokens published and written through; returns the digests per layer
@@ -226,6 +234,185 @@ TEST_F(TierPromotionTest, WholeIfFitsFallsBackToColdWhenThePrefixDoesNotFit) {
   ASSERT_TRUE(cold.ok());
   EXPECT_EQ(cold->cold.size(), 4u);
   EXPECT_EQ(cold->tokens_cold, kTokens);
+}
+
+// Page bytes (K and V) of the device pages `pages`, concatenated.
+std::vector<uint8_t> PageBytes(const PagePool& pool, std::span<const int32_t> pages) {
+  std::vector<uint8_t> out;
+  for (int32_t page : pages) {
+    const auto* p = reinterpret_cast<const uint8_t*>(pool.view().K(page));
+    out.insert(out.end(), p, p + pool.page_bytes());
+  }
+  return out;
+}
+
+// Pages of two extents, not in order; no host tier, so every record comes from disk (or the
+// prefetch buffer).
+TEST_F(TierPromotionTest, PrefetchedRecordIsServedWithoutADiskReadOnTheComputePath) {
+  {
+    auto tiers = Tiers(64 << 20, 8);
+    PublishRandom(*tiers);
+  }
+  // Without prefetching (prefetch_bytes 0): the reference pages, read from disk on the call.
+  std::vector<uint8_t> reference;
+  {
+    auto tiers = Tiers(0, 8, /*prefetch_bytes=*/0);
+    auto hit = tiers->AcquirePrefix("ns", tokens_, kTokens, PromoteMode::kSelected);
+    ASSERT_TRUE(hit.ok()) << hit.status().ToString();
+    const ColdPageRef refs[3] = {
+        {&hit->cold[2].key, 1, 1}, {&hit->cold[1].key, 0, 3}, {&hit->cold[2].key, 0, 0}};
+    tiers->PrefetchPages(refs);  // a no-op
+    tiers->WaitForPrefetches();
+    int32_t pages[3] = {-1, -1, -1};
+    ASSERT_TRUE(tiers->PromotePages(refs, pages).ok());
+    reference = PageBytes(*pool_, pages);
+    const PromotionCounters c = tiers->promotion_counters();
+    EXPECT_EQ(c.disk_reads, 2);
+    EXPECT_EQ(c.pages_from_disk, 2);
+    EXPECT_EQ(c.pages_from_host, 1);  // the second page of extent 2: its record is in RAM
+    EXPECT_EQ(c.records_prefetched, 0);
+    EXPECT_EQ(c.prefetch_hits, 0);
+    EXPECT_EQ(c.prefetch_waits, 0);
+    EXPECT_EQ(c.prefetch_wasted, 0);
+    EXPECT_EQ(tiers->Stats().promotion.prefetch_buffered_bytes, 0u);
+  }
+  // With prefetching: the records are read by the background thread; the promotion reads none.
+  auto tiers = Tiers(0, 8);
+  auto hit = tiers->AcquirePrefix("ns", tokens_, kTokens, PromoteMode::kSelected);
+  ASSERT_TRUE(hit.ok()) << hit.status().ToString();
+  const ColdPageRef refs[3] = {
+      {&hit->cold[2].key, 1, 1}, {&hit->cold[1].key, 0, 3}, {&hit->cold[2].key, 0, 0}};
+  const uint64_t disk_hits_before = disk_->stats().hits;
+  const uint64_t disk_bytes_before = disk_->stats().bytes_out;
+  tiers->PrefetchPages(refs);
+  tiers->WaitForPrefetches();
+  PromotionCounters c = tiers->promotion_counters();
+  EXPECT_EQ(c.records_prefetched, 2);  // one per extent
+  EXPECT_EQ(c.disk_reads, 0);
+  EXPECT_EQ(disk_->stats().hits, disk_hits_before + 2);
+  EXPECT_EQ(c.prefetch_buffered_bytes, 2 * kPlainRecordBytes);
+  EXPECT_EQ(c.prefetch_disk_bytes, disk_->stats().bytes_out - disk_bytes_before);
+  EXPECT_LT(c.prefetch_disk_bytes, 2 * kPlainRecordBytes);  // zstd-compressed on disk
+  // Asking again changes nothing: both records are buffered.
+  tiers->PrefetchPages(refs);
+  tiers->WaitForPrefetches();
+  EXPECT_EQ(tiers->promotion_counters().records_prefetched, 2);
+  int32_t pages[3] = {-1, -1, -1};
+  ASSERT_TRUE(tiers->PromotePages(refs, pages).ok());
+  EXPECT_EQ(PageBytes(*pool_, pages), reference);
+  c = tiers->promotion_counters();
+  EXPECT_EQ(c.disk_reads, 0);
+  EXPECT_EQ(c.disk_bytes_read, 0u);
+  EXPECT_EQ(c.pages_from_disk, 0);
+  EXPECT_EQ(c.prefetch_hits, 2);
+  EXPECT_EQ(c.pages_from_host, 1);
+  EXPECT_EQ(c.hot_misses, 3);
+  EXPECT_EQ(c.prefetch_waits, 0);
+  EXPECT_EQ(c.prefetch_wasted, 0);
+  EXPECT_EQ(disk_->stats().hits, disk_hits_before + 2);  // nothing read since
+  // Hot pages are not prefetched again; a page of another extent is.
+  const ColdPageRef next[2] = {refs[0], {&hit->cold[3].key, 1, 2}};
+  tiers->PrefetchPages(next);
+  tiers->WaitForPrefetches();
+  EXPECT_EQ(tiers->promotion_counters().records_prefetched, 3);
+}
+
+TEST_F(TierPromotionTest, PrefetchSkipsRecordsInTheHostTier) {
+  {
+    auto tiers = Tiers(64 << 20, 8);
+    PublishRandom(*tiers);
+  }
+  auto tiers = Tiers(64 << 20, 8);
+  auto hit = tiers->AcquirePrefix("ns", tokens_, kTokens, PromoteMode::kSelected);
+  ASSERT_TRUE(hit.ok()) << hit.status().ToString();
+  const ColdPageRef first[1] = {{&hit->cold[1].key, 0, 0}};
+  int32_t page = -1;
+  ASSERT_TRUE(tiers->PromotePages(first, std::span(&page, 1)).ok());  // read, kept in host
+  EXPECT_EQ(tiers->promotion_counters().disk_reads, 1);
+  const ColdPageRef more[2] = {{&hit->cold[1].key, 1, 2}, {&hit->cold[0].key, 1, 2}};
+  tiers->PrefetchPages(more);
+  tiers->WaitForPrefetches();
+  EXPECT_EQ(tiers->promotion_counters().records_prefetched, 1);  // extent 0 only
+}
+
+TEST_F(TierPromotionTest, PrefetchBufferStaysWithinItsBudget) {
+  {
+    auto tiers = Tiers(64 << 20, 8);
+    PublishRandom(*tiers);
+  }
+  const uint64_t record_bytes = kPlainRecordBytes;
+  auto tiers = Tiers(0, 8, record_bytes + record_bytes / 2);
+  auto hit = tiers->AcquirePrefix("ns", tokens_, kTokens, PromoteMode::kSelected);
+  ASSERT_TRUE(hit.ok()) << hit.status().ToString();
+  const ColdPageRef refs[3] = {
+      {&hit->cold[0].key, 1, 0}, {&hit->cold[1].key, 1, 0}, {&hit->cold[2].key, 1, 0}};
+  tiers->PrefetchPages(refs);
+  tiers->WaitForPrefetches();
+  PromotionCounters c = tiers->promotion_counters();
+  EXPECT_EQ(c.records_prefetched, 3);
+  EXPECT_EQ(c.prefetch_wasted, 2);  // each pushed out, unused, by the next
+  EXPECT_EQ(c.prefetch_buffered_bytes, record_bytes);
+  // The one left is the last read: records are read in key order.
+  const ExtentKey last = std::max({hit->cold[0].key, hit->cold[1].key, hit->cold[2].key});
+  int32_t pages[3] = {-1, -1, -1};
+  ASSERT_TRUE(tiers->PromotePages(refs, pages).ok());
+  c = tiers->promotion_counters();
+  EXPECT_EQ(c.prefetch_hits, 1);
+  EXPECT_EQ(c.disk_reads, 2);
+  // Promoting the same pages of that extent again from a fresh manager without prefetch gives
+  // the same bytes (the buffered record is the disk's).
+  const int i = last == hit->cold[0].key ? 0 : last == hit->cold[1].key ? 1 : 2;
+  const std::vector<uint8_t> got = PageBytes(*pool_, std::span(pages + i, 1));
+  auto plain = Tiers(0, 8, 0);
+  auto hit2 = plain->AcquirePrefix("ns", tokens_, kTokens, PromoteMode::kSelected);
+  ASSERT_TRUE(hit2.ok());
+  const ColdPageRef again[1] = {{&hit2->cold[i].key, 1, 0}};
+  int32_t page = -1;
+  ASSERT_TRUE(plain->PromotePages(again, std::span(&page, 1)).ok());
+  EXPECT_EQ(PageBytes(*pool_, std::span(&page, 1)), got);
+}
+
+// A record that passes the disk's checksum and zstd but does not decode (its scales are NaN):
+// prefetched, then refused exactly like the same record read on the compute thread, and dropped
+// from every tier and the prefetch buffer, so it is never served.
+TEST_F(TierPromotionTest, CorruptPrefetchedRecordIsNeverServed) {
+  {
+    auto tiers = Tiers(64 << 20, 8);
+    PublishRandom(*tiers);
+  }
+  auto tiers = Tiers(0, 8);
+  auto hit = tiers->AcquirePrefix("ns", tokens_, kTokens, PromoteMode::kSelected);
+  ASSERT_TRUE(hit.ok()) << hit.status().ToString();
+  const storage::ExtentKey bad_key = hit->cold[2].key.bytes;
+  {
+    auto stored = disk_->Get(bad_key);
+    ASSERT_TRUE(stored.ok());
+    auto plain = DecompressExtent(stored->bytes());
+    ASSERT_TRUE(plain.ok());
+    std::fill(plain->begin() + kExtentHeaderBytes, plain->end(), uint8_t{0xFF});  // NaN scales
+    ASSERT_TRUE(disk_->Remove(bad_key).ok());
+    ASSERT_TRUE(disk_->Put(bad_key, stored->codec(), plain->size(), *plain).ok());
+  }
+  const ColdPageRef refs[2] = {{&hit->cold[1].key, 0, 1}, {&hit->cold[2].key, 0, 1}};
+  tiers->PrefetchPages(refs);
+  tiers->WaitForPrefetches();
+  EXPECT_EQ(tiers->promotion_counters().records_prefetched, 2);
+  int32_t pages[2] = {-1, -1};
+  const Status s = tiers->PromotePages(refs, pages);
+  EXPECT_EQ(s.code(), StatusCode::kCorruption) << s.ToString();
+  PromotionCounters c = tiers->promotion_counters();
+  EXPECT_EQ(c.disk_reads, 0);
+  EXPECT_EQ(c.hot_misses, c.prefetch_hits);  // only the good extent's page (if it came first)
+  EXPECT_FALSE(disk_->Contains(bad_key));    // dropped from disk ...
+  EXPECT_EQ(c.prefetch_buffered_bytes, kPlainRecordBytes);  // the good extent's only
+  // ... and from the prefetch buffer: asked again, nothing serves it (NotFound, not Corruption).
+  const Status again = tiers->PromotePages(std::span(refs + 1, 1), std::span(pages + 1, 1));
+  EXPECT_EQ(again.code(), StatusCode::kNotFound) << again.ToString();
+  EXPECT_EQ(tiers->promotion_counters().disk_reads, 0);  // the disk had nothing to read
+  // The good extent is still served from its prefetched record.
+  ASSERT_TRUE(tiers->PromotePages(std::span(refs, 1), std::span(pages, 1)).ok());
+  EXPECT_EQ(tiers->promotion_counters().prefetch_hits, 1);
+  EXPECT_EQ(tiers->promotion_counters().disk_reads, 0);
 }
 
 }  // namespace

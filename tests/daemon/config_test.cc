@@ -74,6 +74,21 @@ TEST(ConfigTest, RetrievalAttentionSettings) {
   EXPECT_EQ(cl->config.sink_tokens, 64);  // default kept
 }
 
+TEST(ConfigTest, PrefetchBytes) {
+  Result<CommandLine> def = LoadConfig({}, FakeEnv({}));
+  ASSERT_TRUE(def.ok()) << def.status().ToString();
+  EXPECT_EQ(def->config.prefetch_bytes, uint64_t{64} << 20);  // on by default
+  Result<CommandLine> file = LoadConfig({"--config", WriteFile("prefetch_bytes = 0\n")}, FakeEnv({}));
+  ASSERT_TRUE(file.ok()) << file.status().ToString();
+  EXPECT_EQ(file->config.prefetch_bytes, 0u);
+  Result<CommandLine> flag = LoadConfig(
+      {"--config", WriteFile("prefetch_bytes = 0\n"), "--prefetch-bytes", "1048576"}, FakeEnv({}));
+  ASSERT_TRUE(flag.ok()) << flag.status().ToString();
+  EXPECT_EQ(flag->config.prefetch_bytes, 1048576u);
+  Result<CommandLine> bad = LoadConfig({"--config", WriteFile("prefetch_bytes = -1\n")}, FakeEnv({}));
+  EXPECT_FALSE(bad.ok());
+}
+
 TEST(ConfigTest, StrictKeysTypesAndRanges) {
   const struct {
     const char* toml;

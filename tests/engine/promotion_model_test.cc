@@ -80,11 +80,13 @@ class PromotionModelTest : public ::testing::Test {
   // A fresh engine over the same cache: device pool at a third of the context's pages, host
   // tier at `host_bytes`. (A sparse step's working set is ~1.7K pages here: layers 0-1 dense,
   // ~46 pages per sparse layer for the 3 KV heads' selections; the hot cache holds it.)
-  static std::unique_ptr<Engine> Capped(uint64_t host_bytes, uint64_t hot_bytes) {
+  static std::unique_ptr<Engine> Capped(uint64_t host_bytes, uint64_t hot_bytes,
+                                        uint64_t prefetch_bytes = EngineOptions().prefetch_bytes) {
     EngineOptions opt = BaseOptions(*dir_);
     opt.kv_capacity_bytes = kContextPages / 3 * kPageBytes;
     opt.host_cache_bytes = host_bytes;
     opt.hot_cache_bytes = hot_bytes;
+    opt.prefetch_bytes = prefetch_bytes;
     auto e = Engine::Create(opt);
     EXPECT_TRUE(e.ok()) << e.status().ToString();
     return e.ok() ? std::move(e).value() : nullptr;
@@ -132,7 +134,7 @@ TEST_F(PromotionModelTest, SparseOverCappedTiersPromotesOnlySelectedPages) {
     // kept in RAM after the read serves the other pages and layers).
     EXPECT_GT(r.pages_promoted_disk, 0);
     EXPECT_GT(r.pages_promoted_host, 0);
-    const int64_t decoded = r.pages_promoted_host + r.pages_promoted_disk;
+    const int64_t decoded = r.pages_promoted_host + r.pages_promoted_disk + r.prefetch_hits;
     EXPECT_EQ(decoded, r.hot_misses);
     EXPECT_EQ(r.bytes_decompressed, static_cast<uint64_t>(decoded) * kPageBytes);
     // Only the selected pages: the first step promotes ~1.7K pages (a quarter of the context:
@@ -145,6 +147,66 @@ TEST_F(PromotionModelTest, SparseOverCappedTiersPromotesOnlySelectedPages) {
   EXPECT_LE(s.host.used_bytes, host_bytes);
   EXPECT_GT(s.promotion.digests_from_disk, 0);
   EXPECT_EQ(s.promotion.digests_recomputed, 0);
+}
+
+// Prefetch of the previous step's selection (engine/README.md) with a hot cache too small for
+// a step's working set (~1.7K pages), so each step promotes again what the previous one did:
+// the answers are token for token those without prefetch, the page decodes are the same, and
+// every record the compute thread read from disk without prefetch is either read there or taken
+// from the prefetch buffer with it (the host tier sees the same gets and puts either way).
+TEST_F(PromotionModelTest, PrefetchKeepsAnswersAndMovesDiskReadsOffTheComputePath) {
+  ASSERT_EQ(cases_->size(), 2u);
+  const uint64_t extent_q8_bytes = 4ull * kLayers * (2 * 16 * 3 * 64 + 2 * 16 * 3 * 2) + 32;
+  const uint64_t host_bytes = (kContextTokens / 64) / 4 * extent_q8_bytes;
+  // One engine at a time (they share the disk tier's index), each fresh.
+  auto ask_all = [&](uint64_t prefetch_bytes, cache::TierStatsSnapshot* stats) {
+    std::vector<GenerateResult> out;
+    std::unique_ptr<Engine> e = Capped(host_bytes, 600 * kPageBytes, prefetch_bytes);
+    if (e == nullptr) return out;
+    for (const Case& k : *cases_) {
+      auto r = bench::AskQuestion(*e, k.c, "sparse", 0);
+      EXPECT_TRUE(r.ok()) << r.status().ToString();
+      if (!r.ok()) return std::vector<GenerateResult>();
+      out.push_back(r->result);
+    }
+    *stats = e->TierStats();
+    return out;
+  };
+  cache::TierStatsSnapshot off_stats, on_stats;
+  const std::vector<GenerateResult> off = ask_all(0, &off_stats);
+  const std::vector<GenerateResult> on = ask_all(64ull << 20, &on_stats);
+  ASSERT_EQ(off.size(), cases_->size());
+  ASSERT_EQ(on.size(), cases_->size());
+  for (size_t i = 0; i < cases_->size(); ++i) {
+    const Case& k = (*cases_)[i];
+    const RetrievalUsage& x = off[i].retrieval;
+    const RetrievalUsage& y = on[i].retrieval;
+    std::printf(
+        "depth %.2f: off: disk reads %lld, promote %.1f ms; on: disk reads %lld, prefetched %lld, "
+        "prefetch hits %lld, waits %lld, wasted %lld, promote %.1f ms\n",
+        k.c.depth, static_cast<long long>(x.disk_reads), x.promote_ms,
+        static_cast<long long>(y.disk_reads), static_cast<long long>(y.records_prefetched),
+        static_cast<long long>(y.prefetch_hits), static_cast<long long>(y.prefetch_waits),
+        static_cast<long long>(y.prefetch_wasted), y.promote_ms);
+    EXPECT_EQ(off[i].tokens, on[i].tokens);
+    EXPECT_EQ(off[i].tokens, k.dense_tokens);
+    // Off: nothing prefetched.
+    EXPECT_EQ(x.records_prefetched, 0);
+    EXPECT_EQ(x.prefetch_hits, 0);
+    EXPECT_EQ(x.prefetch_waits, 0);
+    EXPECT_EQ(x.prefetch_wasted, 0);
+    EXPECT_GT(x.disk_reads, 0);
+    // The same pages were decoded from the same records.
+    EXPECT_EQ(y.hot_hits, x.hot_hits);
+    EXPECT_EQ(y.hot_misses, x.hot_misses);
+    EXPECT_EQ(y.pages_promoted_host, x.pages_promoted_host);
+    EXPECT_EQ(y.disk_reads + y.prefetch_hits, x.disk_reads);
+    EXPECT_EQ(y.pages_promoted_disk + y.prefetch_hits, x.pages_promoted_disk);
+  }
+  EXPECT_GT(on_stats.promotion.records_prefetched, 0);
+  EXPECT_GT(on_stats.promotion.prefetch_hits, 0);
+  EXPECT_LE(on_stats.promotion.prefetch_buffered_bytes, 64ull << 20);
+  EXPECT_EQ(off_stats.promotion.records_prefetched, 0);
 }
 
 TEST_F(PromotionModelTest, DenseOverCappedDevicePromotesAsNeeded) {

@@ -188,7 +188,7 @@ GenerateResult SampleGenerateResult() {
   g.finish_reason = FinishReason::kLength;
   g.usage = {1200, 1024, {512, 256, 192, 64}, 7};
   g.timing = {12.5, 80.25, 140, 50};
-  g.retrieval = {33.5, 1048576, 96, 40, 8, 589824, 300, 48};
+  g.retrieval = {33.5, 1048576, 96, 40, 8, 589824, 300, 48, 5, 2, 7, 1, 3};
   g.seed = 18446744073709551615u;
   return g;
 }
@@ -262,7 +262,8 @@ TEST(EventTest, GenerateResultHasDesignFieldNames) {
             R"("decode_ms":140.0,"decode_tokens_per_s":50.0},)"
             R"("retrieval":{"pages_attended_avg":33.5,"bytes_promoted":1048576,)"
             R"("pages_promoted":96,"pages_promoted_by_tier":{"host":40,"disk":8},)"
-            R"("bytes_decompressed":589824,"hot_hits":300,"hot_misses":48},)"
+            R"("bytes_decompressed":589824,"hot_hits":300,"hot_misses":48,"disk_reads":3,)"
+            R"("prefetch":{"records":7,"hits":5,"waits":2,"wasted":1}},)"
             R"("seed":18446744073709551615})");
 }
 
