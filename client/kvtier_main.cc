@@ -699,7 +699,19 @@ int RunGenerate(const Args& a) {
           {"pages_attended_avg", r.retrieval.pages_attended_avg},
           {"sparse_steps", r.retrieval.sparse_steps},
           {"pages_promoted", r.retrieval.pages_promoted},
-          {"bytes_promoted", r.bytes_promoted}}},
+          {"bytes_promoted", r.bytes_promoted},
+          {"cold_tokens", r.retrieval.cold_tokens},
+          {"pages_promoted_by_tier",
+           {{"host", r.retrieval.pages_promoted_host}, {"disk", r.retrieval.pages_promoted_disk}}},
+          {"bytes_decompressed", r.retrieval.bytes_decompressed},
+          {"hot_hits", r.retrieval.hot_hits},
+          {"hot_misses", r.retrieval.hot_misses},
+          {"disk_reads", r.retrieval.disk_reads},
+          {"prefetch",
+           {{"records", r.retrieval.records_prefetched},
+            {"hits", r.retrieval.prefetch_hits},
+            {"waits", r.retrieval.prefetch_waits},
+            {"wasted", r.retrieval.prefetch_wasted}}}}},
     };
     std::cout << j.dump() << "\n";
   } else {

@@ -63,10 +63,10 @@ struct EngineOptions {
   // centroid) or "bound" (DESIGN §5's min/max bound); the benchmark reference "exact" reads
   // every key (pages on the device).
   std::string sparse_scoring = "sketch";
-  // auto goes sparse once the context exceeds this (DESIGN §5's 4096). Restored this session:
-  // with the sketch scoring sparse matches dense on passkey/needle cases within one case in 50
-  // and decodes 1.4x (8K) to 1.8x (16K) faster on the CPU; its top-1 agreement with dense on
-  // natural text is 92% against a 96.6% noise floor (BENCHMARKS.md, "Retrieval attention").
+  // auto goes sparse once the context exceeds this (DESIGN §5's 4096): with the sketch scoring
+  // sparse answers passkey/needle cases within two cases in 50 of dense, decodes 1.4x (8K) to
+  // 1.8x (16K) faster on the CPU, and its top-1 agreement with dense on natural text is 95.4%
+  // at budget 2048 against a 96.6% noise floor (BENCHMARKS.md, "Retrieval attention").
   // Set attention = "dense" (config or request) for exact dense decoding.
   int sparse_min_tokens = 4096;
 };
@@ -88,7 +88,7 @@ struct GenerateRequest {
   std::string cache_namespace = "local";
   std::string attention;  // "auto", "dense", "sparse"; empty: EngineOptions::attention
   int budget_tokens = 0;  // sparse budget; 0: EngineOptions::budget_tokens
-  std::string sparse_scoring;  // "sketch" or "bound"; empty: EngineOptions::sparse_scoring
+  std::string sparse_scoring;  // as EngineOptions::sparse_scoring; empty: that default
 };
 
 struct CachedByTier {

@@ -216,6 +216,34 @@ TEST_F(CliModelTest, LocalModeStillWorks) {
   json v = json::parse(p.out);
   EXPECT_EQ(v["op"], "prefill");
   EXPECT_GT(v["tokens"].get<int64_t>(), 500);
+
+  // A second process asks about the document sparsely: the cached prefix stays cold on disk
+  // (nothing is in this process's RAM) and only the pages attention selects are decoded, which
+  // --json reports per tier.
+  const std::string q =
+      WriteFile("localq.txt", Document() + "\nQuestion: what did the keeper count?");
+  CommandResult g = RunCommand({KvtierBinary(), "generate", "--local", "--model", ModelPath(),
+                                "--cache-dir", dir + "/cache", "--state-dir", dir + "/state",
+                                "--threads", "2", "--attention", "sparse", "--budget", "384",
+                                "--max-tokens", "2", "--temperature", "0", "--json",
+                                "--prompt-file", q});
+  ASSERT_EQ(g.exit_code, 0) << g.err;
+  json gj = json::parse(g.out);
+  EXPECT_GE(gj["usage"]["cached_by_tier"]["disk"].get<int64_t>(), 512) << g.out;
+  const json& rt = gj["retrieval"];
+  EXPECT_EQ(rt["attention"], "sparse") << g.out;
+  EXPECT_GT(rt["sparse_steps"].get<int64_t>(), 0) << g.out;
+  EXPECT_GE(rt["cold_tokens"].get<int64_t>(), 512) << g.out;
+  // Nothing was in this process's RAM: every record came from disk once (a read on the compute
+  // thread or a prefetch), then served the pages of later layers from the host tier.
+  const int64_t from_disk = rt["pages_promoted_by_tier"]["disk"].get<int64_t>();
+  const int64_t from_host = rt["pages_promoted_by_tier"]["host"].get<int64_t>();
+  const int64_t prefetched = rt["prefetch"]["hits"].get<int64_t>();
+  EXPECT_GT(from_disk, 0) << g.out;  // the first step's first sparse layer has no prefetch
+  EXPECT_EQ(rt["disk_reads"].get<int64_t>(), from_disk) << g.out;
+  EXPECT_EQ(rt["pages_promoted"].get<int64_t>(), from_disk + from_host + prefetched) << g.out;
+  EXPECT_EQ(rt["hot_misses"].get<int64_t>(), rt["pages_promoted"].get<int64_t>()) << g.out;
+  EXPECT_GT(rt["bytes_decompressed"].get<int64_t>(), 0) << g.out;
 }
 
 }  // namespace
