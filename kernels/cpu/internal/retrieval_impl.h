@@ -140,13 +140,13 @@ void SketchLse(const KvPool& pool, const PageRef* pages, int n_pages, int kv_hea
                int n_rows, float* out, int64_t out_stride, bool centroid) {
   using V = typename Isa::V;
   constexpr int kW = Isa::kW;
-  constexpr int kMaxSlots = 64, kMaxSketch = 64, kMaxDim = 256;
+  constexpr int kMaxSlots = 64, kMaxSketch = 64, kMaxDim = 256, kRowBlock = 4;
   const int sd = pool.SketchDims();
   const int pt = pool.page_tokens;
   const int q_off = pool.head_dim - sd;  // the sketch is the keys' last sd dimensions
   const int cd = pool.CentroidDims();    // == q_off: the centroid is the first cd dimensions
   alignas(64) float sk[kMaxSketch * kMaxSlots];
-  alignas(64) float logit[kMaxSlots];
+  alignas(64) float logit[kRowBlock * kMaxSlots];
   alignas(64) float cen[kMaxDim];
   for (int i = 0; i < n_pages; ++i) {
     const int n = pages[i].n_tokens < pt ? pages[i].n_tokens : pt;
@@ -171,28 +171,51 @@ void SketchLse(const KvPool& pool, const PageRef* pages, int n_pages, int kv_hea
       for (; j < nv; j += kW) Isa::Store(dst + j, Isa::LoadH(row + j));
       for (; j < n; ++j) dst[j] = F16ToF32(row[j]);
     }
-    for (int r = 0; r < n_rows; ++r) {
-      const float* qr = q + static_cast<size_t>(r) * pool.head_dim + q_off;
+    // Rows in groups of kRowBlock: each row keeps its own accumulator and the same order of
+    // operations as alone, but a group's independent FMA chains overlap (a decode step's rows
+    // are the GQA group's query heads, 3 on the default model). A short last group repeats its
+    // last row (fixed trip counts keep the accumulators in registers); the copies are dropped.
+    for (int r0 = 0; r0 < n_rows; r0 += kRowBlock) {
+      const int nr = n_rows - r0 < kRowBlock ? n_rows - r0 : kRowBlock;
+      const float* qr[kRowBlock];
+      for (int b = 0; b < kRowBlock; ++b) {
+        qr[b] = q + static_cast<size_t>(r0 + (b < nr ? b : nr - 1)) * pool.head_dim;
+      }
       for (int j = 0; j < nv; j += kW) {
-        V acc = Isa::Zero();
-        for (int d = 0; d < sd; ++d) acc = Isa::Fma(Isa::Set1(qr[d]), Isa::Load(sk + d * kMaxSlots + j), acc);
-        Isa::Store(logit + j, acc);
+        V acc[kRowBlock];
+        for (int b = 0; b < kRowBlock; ++b) acc[b] = Isa::Zero();
+        for (int d = 0; d < sd; ++d) {
+          const V k = Isa::Load(sk + d * kMaxSlots + j);
+          for (int b = 0; b < kRowBlock; ++b) {
+            acc[b] = Isa::Fma(Isa::Set1(qr[b][q_off + d]), k, acc[b]);
+          }
+        }
+        for (int b = 0; b < kRowBlock; ++b) Isa::Store(logit + b * kMaxSlots + j, acc[b]);
       }
-      for (int j = nv; j < n; ++j) {
-        float dot = 0;
-        for (int d = 0; d < sd; ++d) dot += qr[d] * sk[d * kMaxSlots + j];
-        logit[j] = dot;
+      for (int b = 0; b < nr; ++b) {
+        for (int j = nv; j < n; ++j) {
+          float dot = 0;
+          for (int d = 0; d < sd; ++d) dot += qr[b][q_off + d] * sk[d * kMaxSlots + j];
+          logit[b * kMaxSlots + j] = dot;
+        }
       }
-      float base = 0;
+      float base[kRowBlock] = {};
       if (centroid) {
-        const float* qc = q + static_cast<size_t>(r) * pool.head_dim;
-        V acc = Isa::Zero();
+        V acc[kRowBlock];
+        for (int b = 0; b < kRowBlock; ++b) acc[b] = Isa::Zero();
         int d = 0;
-        for (; d < cv; d += kW) acc = Isa::Fma(Isa::Load(qc + d), Isa::Load(cen + d), acc);
-        base = Isa::ReduceAdd(acc);
-        for (; d < cd; ++d) base += qc[d] * cen[d];
+        for (; d < cv; d += kW) {
+          const V c = Isa::Load(cen + d);
+          for (int b = 0; b < kRowBlock; ++b) acc[b] = Isa::Fma(Isa::Load(qr[b] + d), c, acc[b]);
+        }
+        for (int b = 0; b < nr; ++b) {
+          base[b] = Isa::ReduceAdd(acc[b]);
+          for (int e = d; e < cd; ++e) base[b] += qr[b][e] * cen[e];
+        }
       }
-      out[r * out_stride + i] = LogSumExp<Isa>(logit, n) + base;
+      for (int b = 0; b < nr; ++b) {
+        out[(r0 + b) * out_stride + i] = LogSumExp<Isa>(logit + b * kMaxSlots, n) + base[b];
+      }
     }
   }
 }
