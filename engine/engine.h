@@ -64,8 +64,8 @@ struct EngineOptions {
   // every key (pages on the device).
   std::string sparse_scoring = "sketch";
   // auto goes sparse once the context exceeds this (DESIGN §5's 4096): with the sketch scoring
-  // sparse answers passkey/needle cases within two cases in 50 of dense, decodes 1.4x (8K) to
-  // 1.8x (16K) faster on the CPU, and its top-1 agreement with dense on natural text is 95.4%
+  // sparse answers passkey/needle cases within two cases in 50 of dense, decodes 1.6x (8K) to
+  // 2.3x (16K) faster on the CPU, and its top-1 agreement with dense on natural text is 95.4%
   // at budget 2048 against a 96.6% noise floor (BENCHMARKS.md, "Retrieval attention").
   // Set attention = "dense" (config or request) for exact dense decoding.
   int sparse_min_tokens = 4096;
