@@ -8,7 +8,7 @@
 //                                [--budget 2048]
 //   retrieval_quality_tool tiered [--context 8192] [--cases 10] [--budget 2048]
 //                                 [--device-frac 0.5] [--host-frac 0.25] [--hot-frac 0.9]
-//                                 [--kind passkey|needle]
+//                                 [--kind passkey|needle] [--disk-codec q8+zstd]
 //   agree and speed: [--dense-layers 2] [--sink 64] [--recent 256] (the sparse layout)
 //   common: [--model M] [--threads T] [--scoring sketch,sketch-only,bound] (page scoring of the
 //   sparse runs, kernels/cpu/retrieval.h; each listed mode is run; also `exact`, a reference
@@ -486,6 +486,7 @@ int RunTiered(const Args& a) {
   o.cache_dir = dir + "/cache";
   o.state_dir = dir + "/state";
   o.host_cache_bytes = 4ull << 30;
+  o.disk_codec = a.Get("disk-codec", o.disk_codec);  // the records' codec on disk
   std::vector<bench::RetrievalCase> cases;
   int dense_ok = 0, uncapped_ok = 0;
   double uncapped_ms = 0;
@@ -518,11 +519,12 @@ int RunTiered(const Args& a) {
   const uint64_t ctx_pages = static_cast<uint64_t>((ctx + 15) / 16) * cfg.n_layers;
   const uint64_t extent_q8 =
       4ull * cfg.n_layers * (2 * 16 * cfg.n_kv_heads * cfg.head_dim + 2 * 16 * cfg.n_kv_heads * 2);
-  std::printf("%s, context %d, %d cases, budget %d (%s); device pool %.0f%% of the context's %llu "
+  std::printf("%s, context %d, %d cases, budget %d (%s), disk records %s; device pool %.0f%% of "
+              "the context's %llu "
               "KV pages (%.1f MB); dense (device) %d/%d, sparse (device) %d/%d, uncapped sparse "
               "request %.0f ms\n\n",
               kind == bench::CaseKind::kPasskey ? "passkey" : "needle", ctx, n_cases, budget,
-              scoring.c_str(), 100 * device_frac, static_cast<unsigned long long>(ctx_pages),
+              scoring.c_str(), o.disk_codec.c_str(), 100 * device_frac, static_cast<unsigned long long>(ctx_pages),
               static_cast<double>(static_cast<uint64_t>(device_frac * ctx_pages) * page_bytes) / 1e6,
               dense_ok, n_cases, uncapped_ok, n_cases, uncapped_ms / std::max(1, n_cases));
   struct Row {

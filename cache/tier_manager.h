@@ -14,8 +14,8 @@
 //            pages, so a later sequence adopts them without a copy. Bounded by the page pool;
 //            EnsureFreePages evicts least-recently-used extents that no live sequence holds.
 //   host   — encoded extents in RAM (q8 by default), LRU under host_capacity_bytes.
-//   disk   — encoded + zstd extents in the SegmentStore (segment files + RocksDB index),
-//            surviving restarts, LRU by segment under its disk budget.
+//   disk   — encoded extents (plain q8 by default, zstd optional) in the SegmentStore (segment
+//            files + RocksDB index), surviving restarts, LRU by segment under its disk budget.
 // Publishing writes an extent through to host and disk; a hit in a lower tier is decoded into
 // fresh device pages (and copied up into host when it came from disk).
 //
@@ -74,7 +74,10 @@ struct TierOptions {
   uint64_t host_capacity_bytes = 0;  // 0: no host tier
   CodecSpec host_codec{Codec::kQ8, /*zstd=*/false};
   storage::SegmentStore* disk = nullptr;  // borrowed; null: no disk tier
-  CodecSpec disk_codec{Codec::kQ8, /*zstd=*/true};
+  // Plain q8 by default: zstd saves ~10% of the bytes after q8 but a promoted page from a disk
+  // record must then un-zstd the whole record first; without it selected-page promotion is ~2x
+  // faster and warm TTFT from disk the same (BENCHMARKS.md, "zstd on disk"). "+zstd" for space.
+  CodecSpec disk_codec{Codec::kQ8, /*zstd=*/false};
   kernels::ThreadPool* threads = nullptr;  // borrowed: decodes promoted extents in parallel
   int64_t hot_cache_pages = 0;              // hot cache of promoted single pages (see above)
   uint64_t digest_cache_bytes = 256ull << 20;  // resident digests of cold extents

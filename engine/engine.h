@@ -47,7 +47,8 @@ struct EngineOptions {
   std::string cache_dir;
   std::string state_dir;
   uint64_t disk_cache_bytes = 16ull << 30;
-  std::string disk_codec = "q8+zstd";  // codec of the disk tier's records (cache/codec.h names)
+  // Codec of the disk tier's records (cache/codec.h names): plain q8, see TierOptions.
+  std::string disk_codec = "q8";
   std::string host_codec = "q8";       // codec of the host tier's extents
   // Retrieval attention (DESIGN §5) for tokens processed after a cached context (the uncached
   // rest of a prompt whose prefix was cached, and every generated token): "dense", "sparse",
