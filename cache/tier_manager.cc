@@ -502,10 +502,11 @@ Result<std::shared_ptr<const std::vector<uint8_t>>> TierManager::RecordForPages(
   if (options_.disk == nullptr) return NotFoundError("cold extent is in no tier");
   std::shared_ptr<const std::vector<uint8_t>> bytes;
   if (prefetch_) {
-    bool waited = false;
-    bytes = prefetch_->Take(key, &waited);
+    bool waited = false, prefetched = false;
+    bytes = prefetch_->Take(key, &waited, &prefetched);
     if (waited) ++promotion_.prefetch_waits;
-    if (bytes) *source = RecordSource::kPrefetch;
+    // A record read ahead, or one this thread read before and kept there (RAM, like the host).
+    if (bytes) *source = prefetched ? RecordSource::kPrefetch : RecordSource::kRam;
   }
   if (!bytes) {
     auto read = options_.disk->Get(StorageKey(key));
@@ -519,6 +520,9 @@ Result<std::shared_ptr<const std::vector<uint8_t>>> TierManager::RecordForPages(
     }
     bytes = std::make_shared<const std::vector<uint8_t>>(std::move(plain).value());
     *source = RecordSource::kDisk;
+    // The prefetch buffer's RAM also keeps records read on demand: with a host tier smaller than
+    // a step's extents, the next layers find them there instead of reading the disk again.
+    if (prefetch_) prefetch_->Keep(key, bytes);
   }
   // Later misses of other pages and layers of this extent decode from RAM.
   if (host_) (void)host_->Put(key, *bytes);
@@ -741,6 +745,7 @@ PromotionCounters TierManager::promotion_counters() const {
     c.records_prefetched = p.records_prefetched;
     c.prefetch_wasted = p.wasted;
     c.prefetch_disk_bytes = p.disk_bytes_read;
+    c.records_kept = p.records_kept;
     c.prefetch_buffered_bytes = p.buffered_bytes;
   }
   return c;

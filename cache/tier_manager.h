@@ -122,7 +122,9 @@ struct ColdPageRef {
 struct PromotionCounters {
   int64_t hot_hits = 0;         // requested pages already in the hot cache
   int64_t hot_misses = 0;       // pages decoded into the hot cache
-  int64_t pages_from_host = 0;  // misses decoded from a record the host tier had
+  // Misses decoded from a record in RAM: the host tier's, or a record read on demand earlier and
+  // kept in the prefetch buffer (RecordPrefetcher::Keep).
+  int64_t pages_from_host = 0;
   // Of the misses decoded from one record in one call, the first counts where the record came
   // from and the others as host (the record is in RAM by then):
   int64_t pages_from_disk = 0;  // misses whose record was read from disk (on the compute thread)
@@ -137,6 +139,7 @@ struct PromotionCounters {
   int64_t prefetch_waits = 0;
   int64_t prefetch_wasted = 0;
   uint64_t prefetch_disk_bytes = 0;
+  int64_t records_kept = 0;  // records read on demand and kept in the prefetch buffer
   int64_t digests_from_disk = 0;     // cold extents whose digests were read from disk
   int64_t digests_recomputed = 0;    // cold extents whose digests had to be computed by decoding
   double promote_ms = 0;             // time in PromotePages (decode, disk reads) and PrefetchPages

@@ -39,7 +39,8 @@ void RecordPrefetcher::Enqueue(std::span<const ExtentKey> keys) {
 }
 
 std::shared_ptr<const std::vector<uint8_t>> RecordPrefetcher::Take(const ExtentKey& key,
-                                                                   bool* waited) {
+                                                                   bool* waited,
+                                                                   bool* prefetched) {
   *waited = false;
   std::unique_lock<std::mutex> lock(mu_);
   queued_.erase(key);  // (left in queue_: the worker skips keys no longer in queued_)
@@ -51,7 +52,41 @@ std::shared_ptr<const std::vector<uint8_t>> RecordPrefetcher::Take(const ExtentK
   if (it == buffer_.end()) return nullptr;
   it->second.used = true;
   lru_.splice(lru_.begin(), lru_, it->second.lru);
+  if (prefetched != nullptr) *prefetched = it->second.prefetched;
   return it->second.bytes;
+}
+
+void RecordPrefetcher::Keep(const ExtentKey& key,
+                            std::shared_ptr<const std::vector<uint8_t>> bytes) {
+  std::lock_guard<std::mutex> lock(mu_);
+  queued_.erase(key);
+  if (buffer_.count(key) != 0 || bytes->size() > budget_bytes_) return;
+  // Room only from records already used (least recently first): a demand read must not push out
+  // a prefetched record before it served its page.
+  const uint64_t incoming = bytes->size();
+  uint64_t freeable = 0;
+  std::vector<ExtentKey> victims;
+  for (auto it = lru_.rbegin();
+       it != lru_.rend() && counters_.buffered_bytes - freeable + incoming > budget_bytes_; ++it) {
+    const Buffered& b = buffer_.at(*it);
+    if (!b.used) continue;
+    freeable += b.bytes->size();
+    victims.push_back(*it);
+  }
+  if (counters_.buffered_bytes - freeable + incoming > budget_bytes_) return;
+  for (const ExtentKey& v : victims) DropLocked(buffer_.find(v));
+  InsertLocked(key, std::move(bytes), /*used=*/true, /*prefetched=*/false);
+  ++counters_.records_kept;
+}
+
+void RecordPrefetcher::InsertLocked(const ExtentKey& key,
+                                    std::shared_ptr<const std::vector<uint8_t>> bytes, bool used,
+                                    bool prefetched) {
+  MakeRoomLocked(bytes->size());
+  counters_.buffered_bytes += bytes->size();
+  ++counters_.buffered_records;
+  lru_.push_front(key);
+  buffer_.emplace(key, Buffered{std::move(bytes), used, lru_.begin(), prefetched});
 }
 
 void RecordPrefetcher::Erase(const ExtentKey& key) {
@@ -124,14 +159,11 @@ void RecordPrefetcher::Run(std::stop_token stop) {
     } else {
       ++counters_.records_prefetched;
       record_bytes_ = record->size();
-      if (discard_reading_ || record->size() > budget_bytes_) {
+      // (Buffered already: the caller read it meanwhile and handed it over.)
+      if (discard_reading_ || record->size() > budget_bytes_ || buffer_.count(key) != 0) {
         ++counters_.wasted;
       } else {
-        MakeRoomLocked(record->size());
-        lru_.push_front(key);
-        buffer_.emplace(key, Buffered{record, false, lru_.begin()});
-        counters_.buffered_bytes += record->size();
-        ++counters_.buffered_records;
+        InsertLocked(key, std::move(record), /*used=*/false, /*prefetched=*/true);
       }
     }
     reading_.reset();

@@ -34,6 +34,7 @@ class RecordPrefetcher {
  public:
   struct Counters {
     int64_t records_prefetched = 0;  // records the worker read and decompressed
+    int64_t records_kept = 0;        // records the caller read and handed over (Keep)
     int64_t wasted = 0;              // of those: dropped from the buffer without ever being taken
     int64_t failed = 0;              // reads or decompressions that failed (nothing buffered)
     uint64_t disk_bytes_read = 0;    // by the worker
@@ -55,7 +56,15 @@ class RecordPrefetcher {
   // The buffered record of `key` (marked used and recently used), or nullptr. When the worker
   // is reading it right now, waits for that read to end first (*waited = true); a key that is
   // only queued is unqueued, so the caller reads it itself without a second read racing it.
-  std::shared_ptr<const std::vector<uint8_t>> Take(const ExtentKey& key, bool* waited);
+  // *prefetched (optional): whether the worker read it (else Keep put it there).
+  std::shared_ptr<const std::vector<uint8_t>> Take(const ExtentKey& key, bool* waited,
+                                                   bool* prefetched = nullptr);
+  // Buffers a record the caller had to read itself (plain), as most recently used, so that the
+  // buffer's RAM also serves demand reads when there is nothing to prefetch. Unqueues `key`;
+  // makes room by dropping records already used, never a prefetched one still unused (nothing
+  // is kept when that is not enough) and does nothing when `key` is buffered already. A read of
+  // the same key in progress is dropped when it ends.
+  void Keep(const ExtentKey& key, std::shared_ptr<const std::vector<uint8_t>> bytes);
 
   // Forgets `key`: unqueued and dropped from the buffer (a read in progress is discarded).
   void Erase(const ExtentKey& key);
@@ -70,11 +79,15 @@ class RecordPrefetcher {
     std::shared_ptr<const std::vector<uint8_t>> bytes;
     bool used = false;
     std::list<ExtentKey>::iterator lru;
+    bool prefetched = true;  // read by the worker (else kept for the caller)
   };
   void Run(std::stop_token stop);
   // Drops least recently used records until `incoming` more bytes fit. Holds mu_.
   void MakeRoomLocked(uint64_t incoming);
   void DropLocked(std::unordered_map<ExtentKey, Buffered, ExtentKeyHash>::iterator it);
+  // Adds `bytes` as the most recently used record (room made first). Holds mu_.
+  void InsertLocked(const ExtentKey& key, std::shared_ptr<const std::vector<uint8_t>> bytes,
+                    bool used, bool prefetched);
 
   storage::SegmentStore& disk_;
   const uint64_t budget_bytes_;

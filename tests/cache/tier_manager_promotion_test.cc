@@ -349,6 +349,47 @@ TEST_F(TierPromotionTest, PrefetchedRecordIsServedWithoutADiskReadOnTheComputePa
   EXPECT_EQ(tiers->promotion_counters().records_prefetched, 3);
 }
 
+// With no host tier, a record the compute thread had to read itself is kept in the prefetch
+// buffer's RAM: the next miss of that extent (after another extent's record was read) decodes
+// from there instead of reading the disk again; without a buffer it reads again.
+TEST_F(TierPromotionTest, RecordsReadOnDemandAreKeptInThePrefetchBuffer) {
+  {
+    auto tiers = Tiers(64 << 20, 8);
+    PublishRandom(*tiers);
+  }
+  for (const uint64_t prefetch_bytes : {uint64_t{0}, uint64_t{64} << 20}) {
+    SCOPED_TRACE(prefetch_bytes);
+    auto tiers = Tiers(0, 8, prefetch_bytes);
+    auto hit = tiers->AcquirePrefix("ns", tokens_, kTokens, PromoteMode::kSelected);
+    ASSERT_TRUE(hit.ok()) << hit.status().ToString();
+    const ColdPageRef refs[3] = {
+        {&hit->cold[2].key, 1, 1}, {&hit->cold[1].key, 0, 3}, {&hit->cold[2].key, 0, 0}};
+    std::vector<int32_t> pages;
+    for (const ColdPageRef& r : refs) {  // one call each: extent 2, extent 1, extent 2 again
+      int32_t page = -1;
+      ASSERT_TRUE(tiers->PromotePages(std::span(&r, 1), std::span(&page, 1)).ok());
+      pages.push_back(page);
+    }
+    const PromotionCounters c = tiers->promotion_counters();
+    EXPECT_EQ(c.hot_misses, 3);
+    EXPECT_EQ(c.prefetch_hits, 0);
+    EXPECT_EQ(c.records_prefetched, 0);
+    if (prefetch_bytes == 0) {
+      EXPECT_EQ(c.disk_reads, 3);
+      EXPECT_EQ(c.pages_from_disk, 3);
+      EXPECT_EQ(c.pages_from_host, 0);
+      EXPECT_EQ(c.records_kept, 0);
+    } else {
+      EXPECT_EQ(c.disk_reads, 2);
+      EXPECT_EQ(c.pages_from_disk, 2);
+      EXPECT_EQ(c.pages_from_host, 1);
+      EXPECT_EQ(c.records_kept, 2);
+      EXPECT_EQ(c.prefetch_wasted, 0);
+      EXPECT_EQ(c.prefetch_buffered_bytes, 2 * kPlainRecordBytes);
+    }
+  }
+}
+
 TEST_F(TierPromotionTest, PrefetchSkipsRecordsInTheHostTier) {
   {
     auto tiers = Tiers(64 << 20, 8);

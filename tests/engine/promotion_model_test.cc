@@ -149,12 +149,13 @@ TEST_F(PromotionModelTest, SparseOverCappedTiersPromotesOnlySelectedPages) {
   EXPECT_EQ(s.promotion.digests_recomputed, 0);
 }
 
-// Prefetch of the previous step's selection (engine/README.md) with a hot cache too small for
-// a step's working set (~1.7K pages), so each step promotes again what the previous one did:
-// the answers are token for token those without prefetch, the page decodes are the same, and
-// every record the compute thread read from disk without prefetch is either read there or taken
-// from the prefetch buffer with it (the host tier sees the same gets and puts either way).
-TEST_F(PromotionModelTest, PrefetchKeepsAnswersAndMovesDiskReadsOffTheComputePath) {
+// The prefetch buffer (engine/README.md) with a hot cache too small for a step's working set
+// (~1.7K pages), so each step promotes again what the previous one did. Whatever the buffer
+// does, the answers are token for token those without it and the same pages are decoded. With
+// 64 MiB it holds every record this context needs (kept after the compute thread's reads), so
+// nearly all disk reads go; with room for 4 records only, the background thread must read the
+// previous selection's records ahead (prefetch hits) and the compute thread reads fewer.
+TEST_F(PromotionModelTest, PrefetchBufferKeepsAnswersAndTakesDiskReadsOffTheComputePath) {
   ASSERT_EQ(cases_->size(), 2u);
   const uint64_t extent_q8_bytes = 4ull * kLayers * (2 * 16 * 3 * 64 + 2 * 16 * 3 * 2) + 32;
   const uint64_t host_bytes = (kContextTokens / 64) / 4 * extent_q8_bytes;
@@ -172,41 +173,52 @@ TEST_F(PromotionModelTest, PrefetchKeepsAnswersAndMovesDiskReadsOffTheComputePat
     *stats = e->TierStats();
     return out;
   };
-  cache::TierStatsSnapshot off_stats, on_stats;
+  cache::TierStatsSnapshot off_stats, big_stats, small_stats;
   const std::vector<GenerateResult> off = ask_all(0, &off_stats);
-  const std::vector<GenerateResult> on = ask_all(64ull << 20, &on_stats);
+  const std::vector<GenerateResult> big = ask_all(64ull << 20, &big_stats);
+  const std::vector<GenerateResult> small = ask_all(4 * extent_q8_bytes, &small_stats);
   ASSERT_EQ(off.size(), cases_->size());
-  ASSERT_EQ(on.size(), cases_->size());
+  ASSERT_EQ(big.size(), cases_->size());
+  ASSERT_EQ(small.size(), cases_->size());
   for (size_t i = 0; i < cases_->size(); ++i) {
     const Case& k = (*cases_)[i];
     const RetrievalUsage& x = off[i].retrieval;
-    const RetrievalUsage& y = on[i].retrieval;
+    const RetrievalUsage& y = big[i].retrieval;
+    const RetrievalUsage& z = small[i].retrieval;
     std::printf(
-        "depth %.2f: off: disk reads %lld, promote %.1f ms; on: disk reads %lld, prefetched %lld, "
-        "prefetch hits %lld, waits %lld, wasted %lld, promote %.1f ms\n",
-        k.c.depth, static_cast<long long>(x.disk_reads), x.promote_ms,
-        static_cast<long long>(y.disk_reads), static_cast<long long>(y.records_prefetched),
-        static_cast<long long>(y.prefetch_hits), static_cast<long long>(y.prefetch_waits),
-        static_cast<long long>(y.prefetch_wasted), y.promote_ms);
-    EXPECT_EQ(off[i].tokens, on[i].tokens);
+        "depth %.2f: disk reads off %lld, 64 MiB %lld, 4 records %lld (prefetched %lld, hits "
+        "%lld, waits %lld, wasted %lld); promote %.1f / %.1f / %.1f ms\n",
+        k.c.depth, static_cast<long long>(x.disk_reads), static_cast<long long>(y.disk_reads),
+        static_cast<long long>(z.disk_reads), static_cast<long long>(z.records_prefetched),
+        static_cast<long long>(z.prefetch_hits), static_cast<long long>(z.prefetch_waits),
+        static_cast<long long>(z.prefetch_wasted), x.promote_ms, y.promote_ms, z.promote_ms);
     EXPECT_EQ(off[i].tokens, k.dense_tokens);
+    EXPECT_EQ(big[i].tokens, k.dense_tokens);
+    EXPECT_EQ(small[i].tokens, k.dense_tokens);
     // Off: nothing prefetched.
     EXPECT_EQ(x.records_prefetched, 0);
     EXPECT_EQ(x.prefetch_hits, 0);
     EXPECT_EQ(x.prefetch_waits, 0);
     EXPECT_EQ(x.prefetch_wasted, 0);
     EXPECT_GT(x.disk_reads, 0);
-    // The same pages were decoded from the same records.
-    EXPECT_EQ(y.hot_hits, x.hot_hits);
-    EXPECT_EQ(y.hot_misses, x.hot_misses);
-    EXPECT_EQ(y.pages_promoted_host, x.pages_promoted_host);
-    EXPECT_EQ(y.disk_reads + y.prefetch_hits, x.disk_reads);
-    EXPECT_EQ(y.pages_promoted_disk + y.prefetch_hits, x.pages_promoted_disk);
+    // The same pages were decoded, each from one record in RAM, on disk or prefetched.
+    for (const RetrievalUsage* u : {&y, &z}) {
+      EXPECT_EQ(u->hot_hits, x.hot_hits);
+      EXPECT_EQ(u->hot_misses, x.hot_misses);
+      EXPECT_EQ(u->pages_promoted_host + u->pages_promoted_disk + u->prefetch_hits,
+                x.pages_promoted_host + x.pages_promoted_disk);
+      EXPECT_EQ(u->pages_promoted_disk, u->disk_reads);
+    }
+    EXPECT_LT(y.disk_reads * 4, x.disk_reads);
+    EXPECT_LT(z.disk_reads, x.disk_reads);
   }
-  EXPECT_GT(on_stats.promotion.records_prefetched, 0);
-  EXPECT_GT(on_stats.promotion.prefetch_hits, 0);
-  EXPECT_LE(on_stats.promotion.prefetch_buffered_bytes, 64ull << 20);
+  EXPECT_GT(small_stats.promotion.records_prefetched, 0);
+  EXPECT_GT(small_stats.promotion.prefetch_hits, 0);
+  EXPECT_LE(small_stats.promotion.prefetch_buffered_bytes, 4 * extent_q8_bytes);
+  EXPECT_GT(big_stats.promotion.records_kept, 0);
+  EXPECT_LE(big_stats.promotion.prefetch_buffered_bytes, 64ull << 20);
   EXPECT_EQ(off_stats.promotion.records_prefetched, 0);
+  EXPECT_EQ(off_stats.promotion.records_kept, 0);
 }
 
 TEST_F(PromotionModelTest, DenseOverCappedDevicePromotesAsNeeded) {
