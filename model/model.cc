@@ -329,17 +329,16 @@ Status ForwardPass::RunBatch(std::span<const int32_t> tokens, int32_t n_past, co
       kernels::SelectProfile sel;
       kernels::KvPool score_pool = kv.pool;
       if (has_cold) {
-        // pages_ holds logical page indices: score from the gathered digests of hot and cold
-        // pages alike (cold pages keep their digests resident).
+        // pages_ holds logical page indices: score hot and cold pages alike through a table of
+        // their digests (cold pages keep theirs resident; scoring only reads them).
         t0 = Clock::now();
-        const size_t dh = kv.pool.DigestHalfs();
-        gathered_digests_.resize(static_cast<size_t>(n_pages) * dh);
+        digest_table_.resize(static_cast<size_t>(n_pages));
         for (int64_t p = 0; p < n_pages; ++p) {
-          const uint16_t* src = table[p] >= 0 ? kv.pool.Digest(table[p])
-                                              : kv.resolver->ColdDigest(l, table[p]);
-          std::memcpy(gathered_digests_.data() + p * dh, src, dh * sizeof(uint16_t));
+          digest_table_[p] = table[p] >= 0
+                                 ? kv.pool.Digest(table[p])
+                                 : const_cast<uint16_t*>(kv.resolver->ColdDigest(l, table[p]));
         }
-        score_pool.digests = gathered_digests_.data();
+        score_pool.digest_table = digest_table_.data();
         profile_.score_ms += MsSince(t0);
       }
       // The benchmark reference reads the pages' keys: with cold pages only digests exist.

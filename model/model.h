@@ -178,7 +178,7 @@ class ForwardPass {
   std::vector<kernels::PageRef> selected_;  // [n_kv_heads][selected pages]
   // Sequences with cold pages: the digests of every page gathered for scoring, and the cold
   // pages being promoted (logical page -> device page in resolved_).
-  std::vector<uint16_t> gathered_digests_;
+  std::vector<uint16_t*> digest_table_;  // scoring with cold pages: each page's digest
   std::vector<int32_t> cold_ids_, cold_pages_, cold_logical_, resolved_;
 };
 

@@ -89,6 +89,10 @@ struct KvPool {
   int n_kv_heads = 0;
   int head_dim = 0;
   uint16_t* digests = nullptr;  // optional, indexed by page id like base
+  // Optional, for scoring only: page p's digest is at digest_table[p] instead of in `digests`
+  // (the forward pass scores hot and cold pages alike through it, without gathering copies).
+  // The digests it points to are only read.
+  uint16_t* const* digest_table = nullptr;
 
   size_t HalfElems() const {  // elements of K (or of V) in one page
     return static_cast<size_t>(page_tokens) * n_kv_heads * head_dim;
@@ -104,7 +108,8 @@ struct KvPool {
   }
   size_t DigestHalfs() const { return static_cast<size_t>(n_kv_heads) * DigestHeadHalfs(); }
   uint16_t* Digest(int32_t page) const {
-    return digests + static_cast<size_t>(page) * DigestHalfs();
+    return digest_table != nullptr ? digest_table[page]
+                                   : digests + static_cast<size_t>(page) * DigestHalfs();
   }
   uint16_t* DigestHead(int32_t page, int kv_head) const {
     return Digest(page) + static_cast<size_t>(kv_head) * DigestHeadHalfs();

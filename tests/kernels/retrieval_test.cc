@@ -302,6 +302,38 @@ TEST_P(RetrievalTest, ScorePagesMatchesReference) {
   }
 }
 
+// The forward pass scores pages whose digests are not in the pool (cold pages) through
+// KvPool::digest_table: page p's digest wherever digest_table[p] points. Copies of the digests
+// in another buffer, in reverse order, reached through the table by logical page index, must
+// score exactly as the pool's own digests do.
+TEST_P(RetrievalTest, DigestTableScoresLikeThePoolsDigests) {
+  std::mt19937 rng(5);
+  KvSetup s(16 * 24 + 5, 64, rng);
+  const float scale = 1.0f / 8.0f;
+  const auto q = NormalVec(static_cast<size_t>(3) * s.n_heads * 64, rng, 2.0f);
+  const size_t dh = s.pool.DigestHalfs();
+  const int n = static_cast<int>(s.pages.size());
+  std::vector<uint16_t> elsewhere(static_cast<size_t>(n) * dh);
+  std::vector<uint16_t*> table(n);
+  std::vector<PageRef> logical = s.pages;
+  for (int p = 0; p < n; ++p) {
+    uint16_t* dst = elsewhere.data() + static_cast<size_t>(n - 1 - p) * dh;
+    std::copy_n(s.pool.Digest(s.pages[p].page), dh, dst);
+    table[p] = dst;
+    logical[p].page = p;
+  }
+  KvPool by_table = s.pool;
+  by_table.digest_table = table.data();
+  ThreadPool threads(2);
+  for (const ScoringMode mode :
+       {ScoringMode::kSketch, ScoringMode::kSketchOnly, ScoringMode::kBound}) {
+    std::vector<float> want(s.n_kv * n), got(s.n_kv * n);
+    ScorePages(s.pool, s.pages, q.data(), 3, s.n_heads, scale, want.data(), threads, mode);
+    ScorePages(by_table, logical, q.data(), 3, s.n_heads, scale, got.data(), threads, mode);
+    EXPECT_EQ(got, want) << static_cast<int>(mode);
+  }
+}
+
 TEST(RetrievalTopKTest, MatchesStableSortWithTiesAndNaN) {
   std::mt19937 rng(4);
   std::uniform_int_distribution<int> small(0, 5);  // many ties
