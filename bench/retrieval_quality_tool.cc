@@ -520,11 +520,11 @@ int RunTiered(const Args& a) {
   const uint64_t extent_q8 =
       4ull * cfg.n_layers * (2 * 16 * cfg.n_kv_heads * cfg.head_dim + 2 * 16 * cfg.n_kv_heads * 2);
   std::printf("%s, context %d, %d cases, budget %d (%s), disk records %s; device pool %.0f%% of "
-              "the context's %llu "
-              "KV pages (%.1f MB); dense (device) %d/%d, sparse (device) %d/%d, uncapped sparse "
-              "request %.0f ms\n\n",
+              "the context's %llu KV pages (%.1f MB); dense (device) %d/%d, sparse (device) "
+              "%d/%d, uncapped sparse request %.0f ms\n\n",
               kind == bench::CaseKind::kPasskey ? "passkey" : "needle", ctx, n_cases, budget,
-              scoring.c_str(), o.disk_codec.c_str(), 100 * device_frac, static_cast<unsigned long long>(ctx_pages),
+              scoring.c_str(), o.disk_codec.c_str(), 100 * device_frac,
+              static_cast<unsigned long long>(ctx_pages),
               static_cast<double>(static_cast<uint64_t>(device_frac * ctx_pages) * page_bytes) / 1e6,
               dense_ok, n_cases, uncapped_ok, n_cases, uncapped_ms / std::max(1, n_cases));
   struct Row {

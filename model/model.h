@@ -176,9 +176,9 @@ class ForwardPass {
   SparseAttention sparse_;
   RetrievalCounters counters_;
   std::vector<kernels::PageRef> selected_;  // [n_kv_heads][selected pages]
-  // Sequences with cold pages: the digests of every page gathered for scoring, and the cold
-  // pages being promoted (logical page -> device page in resolved_).
-  std::vector<uint16_t*> digest_table_;  // scoring with cold pages: each page's digest
+  // Sequences with cold pages: where each page's digest is, for scoring (KvPool::digest_table),
+  // and the cold pages being promoted (logical page -> device page in resolved_).
+  std::vector<uint16_t*> digest_table_;
   std::vector<int32_t> cold_ids_, cold_pages_, cold_logical_, resolved_;
 };
 

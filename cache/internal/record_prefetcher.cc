@@ -1,6 +1,7 @@
 #include "cache/internal/record_prefetcher.h"
 
 #include <algorithm>
+#include <iterator>
 #include <utility>
 
 #include "cache/codec.h"
@@ -61,20 +62,8 @@ void RecordPrefetcher::Keep(const ExtentKey& key,
   std::lock_guard<std::mutex> lock(mu_);
   queued_.erase(key);
   if (buffer_.count(key) != 0 || bytes->size() > budget_bytes_) return;
-  // Room only from records already used (least recently first): a demand read must not push out
-  // a prefetched record before it served its page.
-  const uint64_t incoming = bytes->size();
-  uint64_t freeable = 0;
-  std::vector<ExtentKey> victims;
-  for (auto it = lru_.rbegin();
-       it != lru_.rend() && counters_.buffered_bytes - freeable + incoming > budget_bytes_; ++it) {
-    const Buffered& b = buffer_.at(*it);
-    if (!b.used) continue;
-    freeable += b.bytes->size();
-    victims.push_back(*it);
-  }
-  if (counters_.buffered_bytes - freeable + incoming > budget_bytes_) return;
-  for (const ExtentKey& v : victims) DropLocked(buffer_.find(v));
+  // A demand read must not push out a prefetched record before it served its page.
+  if (!MakeRoomLocked(bytes->size(), /*spare_unused=*/true)) return;
   InsertLocked(key, std::move(bytes), /*used=*/true, /*prefetched=*/false);
   ++counters_.records_kept;
 }
@@ -82,7 +71,6 @@ void RecordPrefetcher::Keep(const ExtentKey& key,
 void RecordPrefetcher::InsertLocked(const ExtentKey& key,
                                     std::shared_ptr<const std::vector<uint8_t>> bytes, bool used,
                                     bool prefetched) {
-  MakeRoomLocked(bytes->size());
   counters_.buffered_bytes += bytes->size();
   ++counters_.buffered_records;
   lru_.push_front(key);
@@ -115,12 +103,27 @@ void RecordPrefetcher::DropLocked(
   buffer_.erase(it);
 }
 
-void RecordPrefetcher::MakeRoomLocked(uint64_t incoming) {
-  while (!lru_.empty() && counters_.buffered_bytes + incoming > budget_bytes_) {
-    auto it = buffer_.find(lru_.back());
-    if (!it->second.used) ++counters_.wasted;
-    DropLocked(it);
+bool RecordPrefetcher::MakeRoomLocked(uint64_t incoming, bool spare_unused) {
+  const auto fits = [&](uint64_t freed) {
+    return counters_.buffered_bytes - freed + incoming <= budget_bytes_;
+  };
+  if (spare_unused) {  // enough in records already used?
+    uint64_t freeable = 0;
+    for (auto it = lru_.rbegin(); it != lru_.rend() && !fits(freeable); ++it) {
+      const Buffered& b = buffer_.at(*it);
+      if (b.used) freeable += b.bytes->size();
+    }
+    if (!fits(freeable)) return false;
   }
+  for (auto it = lru_.end(); !fits(0) && it != lru_.begin();) {
+    --it;
+    auto b = buffer_.find(*it);
+    if (spare_unused && !b->second.used) continue;
+    if (!b->second.used) ++counters_.wasted;
+    it = std::next(it);  // stays valid when the victim's node goes
+    DropLocked(b);
+  }
+  return true;
 }
 
 void RecordPrefetcher::Run(std::stop_token stop) {
@@ -163,6 +166,7 @@ void RecordPrefetcher::Run(std::stop_token stop) {
       if (discard_reading_ || record->size() > budget_bytes_ || buffer_.count(key) != 0) {
         ++counters_.wasted;
       } else {
+        MakeRoomLocked(record->size(), /*spare_unused=*/false);
         InsertLocked(key, std::move(record), /*used=*/false, /*prefetched=*/true);
       }
     }

@@ -82,10 +82,12 @@ class RecordPrefetcher {
     bool prefetched = true;  // read by the worker (else kept for the caller)
   };
   void Run(std::stop_token stop);
-  // Drops least recently used records until `incoming` more bytes fit. Holds mu_.
-  void MakeRoomLocked(uint64_t incoming);
+  // Drops least recently used records until `incoming` more bytes fit and returns true. With
+  // `spare_unused` only records already used go, and when those are not enough nothing is
+  // dropped and it returns false. Holds mu_.
+  bool MakeRoomLocked(uint64_t incoming, bool spare_unused);
   void DropLocked(std::unordered_map<ExtentKey, Buffered, ExtentKeyHash>::iterator it);
-  // Adds `bytes` as the most recently used record (room made first). Holds mu_.
+  // Adds `bytes` as the most recently used record (MakeRoomLocked first). Holds mu_.
   void InsertLocked(const ExtentKey& key, std::shared_ptr<const std::vector<uint8_t>> bytes,
                     bool used, bool prefetched);
 
