@@ -60,6 +60,8 @@ const Option kOptions[] = {
     {"sparse_min_tokens", Type::kInt, 0, kMaxInt,
      "auto: sparse above this context (0: the engine's default)"},
     {"sparse_scoring", Type::kString, 0, 0, "sketch | sketch-only | bound (how sparse attention ranks pages)"},
+    {"matmul_activations", Type::kString, 0, 0,
+     "q8 | f32 (activations rounded to 8 bits in the CPU matmuls, or kept in float)"},
 };
 
 const Option* FindOption(std::string_view key) {
@@ -190,6 +192,9 @@ Status Apply(const Option& o, const Value& v, DaemonConfig* c) {
       return InvalidArgumentError("must be sketch, sketch-only or bound");
     }
     c->sparse_scoring = v.str;
+  } else if (k == "matmul_activations") {
+    if (v.str != "q8" && v.str != "f32") return InvalidArgumentError("must be q8 or f32");
+    c->matmul_activations = v.str;
   } else
     return InternalError("option without a setter");
   return Status::Ok();

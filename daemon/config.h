@@ -53,7 +53,8 @@ struct DaemonConfig {
   int sink_tokens = 64;
   int recent_tokens = 256;
   int sparse_min_tokens = 0;         // auto goes sparse above this context; 0: the engine's (4096)
-  std::string sparse_scoring = "sketch";  // sketch | bound
+  std::string sparse_scoring = "sketch";  // sketch | sketch-only | bound
+  std::string matmul_activations = "q8";  // q8 | f32 (engine::EngineOptions)
 };
 
 // getenv-shaped lookup (tests pass a fake one).

@@ -194,6 +194,10 @@ Result<std::unique_ptr<Engine>> Engine::Create(const EngineOptions& options) {
   e->options_ = options;
   if (options.budget_tokens == 0) return InvalidArgumentError("budget_tokens must be >= 16");
   RETURN_IF_ERROR(ValidateSparse(options.attention, options.budget_tokens, options.sparse_scoring));
+  if (options.matmul_activations != "q8" && options.matmul_activations != "f32") {
+    return InvalidArgumentError("matmul_activations must be q8 or f32, not '" +
+                                options.matmul_activations + "'");
+  }
   ASSIGN_OR_RETURN(e->model_, model::Model::Load(options.model_path));
   const model::ModelConfig& c = e->model_->config();
   if (e->options_.context_tokens <= 0) e->options_.context_tokens = c.context_length;
@@ -251,6 +255,8 @@ Result<std::unique_ptr<Engine>> Engine::Create(const EngineOptions& options) {
                                                    tier_options);
   e->forward_ = std::make_unique<model::ForwardPass>(*e->model_, *e->threads_,
                                                      std::max(1, options.batch_tokens));
+  e->forward_->set_matmul_acts(options.matmul_activations == "f32" ? kernels::MatMulActs::kF32
+                                                                   : kernels::MatMulActs::kQ8);
   return e;
 }
 

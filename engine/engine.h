@@ -70,6 +70,12 @@ struct EngineOptions {
   // at budget 2048 against a 96.6% noise floor (BENCHMARKS.md, "Retrieval attention").
   // Set attention = "dense" (config or request) for exact dense decoding.
   int sparse_min_tokens = 4096;
+  // How the CPU matmuls treat activations (kernels::MatMulActs): "q8" rounds them to 8 bits
+  // per block of 32 as llama.cpp does (fastest); "f32" keeps them in float — decode is ~1.2x
+  // slower on the 2-core VM and prompt processing much slower, but logits no longer move by
+  // the rounding: dense decoding one token at a time then agrees with the same tokens in one
+  // batch on 99.7% of top-1s instead of 96.6% (BENCHMARKS.md, "Agreement").
+  std::string matmul_activations = "q8";
 };
 
 // The page scoring named by EngineOptions::sparse_scoring ("sketch", "sketch-only", "bound", or

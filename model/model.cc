@@ -288,7 +288,7 @@ Status ForwardPass::RunBatch(std::span<const int32_t> tokens, int32_t n_past, co
     t0 = Clock::now();
     const kernels::WeightView qkv[3] = {w.wq, w.wk, w.wv};
     float* const qkv_out[3] = {q_.data(), k_.data(), v_.data()};
-    kernels::MatMulMany(qkv, h_.data(), n, qkv_out, threads_);
+    kernels::MatMulMany(qkv, h_.data(), n, qkv_out, threads_, acts_);
     profile_.matmul_ms += MsSince(t0);
 
     t0 = Clock::now();
@@ -377,7 +377,7 @@ Status ForwardPass::RunBatch(std::span<const int32_t> tokens, int32_t n_past, co
     counters_.lists += c.n_kv_heads;
 
     t0 = Clock::now();
-    kernels::MatMul(w.wo, attn_.data(), n, h_.data(), threads_);
+    kernels::MatMul(w.wo, attn_.data(), n, h_.data(), threads_, acts_);
     profile_.matmul_ms += MsSince(t0);
     t0 = Clock::now();
     kernels::AddInPlace(x_.data(), h_.data(), n * dim);
@@ -387,13 +387,13 @@ Status ForwardPass::RunBatch(std::span<const int32_t> tokens, int32_t n_past, co
     t0 = Clock::now();
     const kernels::WeightView gate_up[2] = {w.w_gate, w.w_up};
     float* const gate_up_out[2] = {gate_.data(), up_.data()};
-    kernels::MatMulMany(gate_up, h_.data(), n, gate_up_out, threads_);
+    kernels::MatMulMany(gate_up, h_.data(), n, gate_up_out, threads_, acts_);
     profile_.matmul_ms += MsSince(t0);
     t0 = Clock::now();
     kernels::SwiGlu(gate_.data(), up_.data(), n * ffn, gate_.data());
     profile_.other_ms += MsSince(t0);
     t0 = Clock::now();
-    kernels::MatMul(w.w_down, gate_.data(), n, h_.data(), threads_);
+    kernels::MatMul(w.w_down, gate_.data(), n, h_.data(), threads_, acts_);
     profile_.matmul_ms += MsSince(t0);
     t0 = Clock::now();
     kernels::AddInPlace(x_.data(), h_.data(), n * dim);
@@ -409,7 +409,7 @@ Status ForwardPass::RunBatch(std::span<const int32_t> tokens, int32_t n_past, co
                    h_.data());
   profile_.other_ms += MsSince(t0);
   t0 = Clock::now();
-  kernels::MatMul(model_.output(), h_.data(), rows, logits_out, threads_);
+  kernels::MatMul(model_.output(), h_.data(), rows, logits_out, threads_, acts_);
   profile_.matmul_ms += MsSince(t0);
   return Status::Ok();
 }

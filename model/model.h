@@ -157,6 +157,10 @@ class ForwardPass {
   const SparseAttention& sparse() const { return sparse_; }
   const RetrievalCounters& retrieval_counters() const { return counters_; }
 
+  // How the following Run calls' matmuls treat activations (kernels::MatMulActs; default kQ8).
+  void set_matmul_acts(kernels::MatMulActs acts) { acts_ = acts; }
+  kernels::MatMulActs matmul_acts() const { return acts_; }
+
  private:
   Status RunBatch(std::span<const int32_t> tokens, int32_t n_past, const KvView& kv,
                   LogitsMode mode, float* logits_out);
@@ -174,6 +178,7 @@ class ForwardPass {
   std::vector<kernels::PageRef> slots_, pages_;
   Profile profile_;
   SparseAttention sparse_;
+  kernels::MatMulActs acts_ = kernels::MatMulActs::kQ8;
   RetrievalCounters counters_;
   std::vector<kernels::PageRef> selected_;  // [n_kv_heads][selected pages]
   // Sequences with cold pages: where each page's digest is, for scoring (KvPool::digest_table),

@@ -48,7 +48,17 @@ T* Grow(std::vector<T>& v, int64_t n) {
   return v.data();
 }
 
-KernelChoice Choose(CpuLevel level, DType type) {
+KernelChoice Choose(CpuLevel level, DType type, MatMulActs acts) {
+  const bool float_weights = type == DType::kF32 || type == DType::kF16 || type == DType::kBF16;
+  if (acts == MatMulActs::kF32 && !float_weights) {
+    if (level >= CpuLevel::kAvx2) {
+      const KernelChoice k = Avx2FloatActsKernel(type);
+      if (k.kernel != nullptr) return k;
+    }
+    KernelChoice k;
+    k.kernel = ScalarRows;  // dequantized rows, float dot products
+    return k;
+  }
   switch (level) {
     case CpuLevel::kAvx512:
       return Avx512Kernel(type);
@@ -107,7 +117,7 @@ const char* CpuLevelName(CpuLevel level) {
 }  // namespace internal
 
 void MatMulMany(std::span<const WeightView> ws, const float* x, int64_t n_tokens,
-                std::span<float* const> ys, ThreadPool& pool) {
+                std::span<float* const> ys, ThreadPool& pool, MatMulActs acts_mode) {
   using internal::QuantizedActs;
   KVTIER_CHECK(ws.size() == ys.size());
   if (ws.empty() || n_tokens == 0) return;
@@ -120,14 +130,14 @@ void MatMulMany(std::span<const WeightView> ws, const float* x, int64_t n_tokens
     KVTIER_CHECK(v.cols == w.cols);
     if (v.type != w.type) {  // different kernels: one call each
       for (size_t i = 0; i < ws.size(); ++i)
-        MatMulMany(ws.subspan(i, 1), x, n_tokens, ys.subspan(i, 1), pool);
+        MatMulMany(ws.subspan(i, 1), x, n_tokens, ys.subspan(i, 1), pool, acts_mode);
       return;
     }
     total_rows += v.rows;
   }
   if (total_rows == 0) return;
 
-  const internal::KernelChoice k = internal::Choose(internal::ActiveCpuLevel(), w.type);
+  const internal::KernelChoice k = internal::Choose(internal::ActiveCpuLevel(), w.type, acts_mode);
   QuantizedActs acts;
   acts.n_tokens = n_tokens;
   acts.cols = w.cols;
@@ -186,9 +196,10 @@ void MatMulMany(std::span<const WeightView> ws, const float* x, int64_t n_tokens
   });
 }
 
-void MatMul(const WeightView& w, const float* x, int64_t n_tokens, float* y, ThreadPool& pool) {
+void MatMul(const WeightView& w, const float* x, int64_t n_tokens, float* y, ThreadPool& pool,
+            MatMulActs acts) {
   float* const ys[1] = {y};
-  MatMulMany(std::span<const WeightView>(&w, 1), x, n_tokens, ys, pool);
+  MatMulMany(std::span<const WeightView>(&w, 1), x, n_tokens, ys, pool, acts);
 }
 
 void GetRow(const WeightView& w, int64_t row, float* out) {

@@ -25,18 +25,27 @@ struct WeightView {
   size_t row_bytes = 0;   // RowBytes(type, cols)
 };
 
+// How MatMul treats the activations of quantized weights.
+//   kQ8: quantized to 8 bits per block and multiplied in integers, as llama.cpp does (fastest;
+//     rounds every activation to 1/254 of its block's largest).
+//   kF32: kept in float; weight blocks are dequantized and multiplied in float (Q8_0, Q4_0 and
+//     Q4_1 at AVX2 speed; other quantized types with the scalar kernel). Float-weight types
+//     always use float activations.
+enum class MatMulActs { kQ8, kF32 };
+
 // y[t][r] = sum_c W[r][c] * x[t][c]  for t in [0, n_tokens), r in [0, rows).
 // x: [n_tokens][cols], y: [n_tokens][rows]. Works on the quantized data directly (activations
-// are quantized to 8 bits per block for the integer kernels, as llama.cpp does). Uses AVX-512
-// or AVX2/FMA when the CPU has them (chosen at run time), scalar code otherwise.
-void MatMul(const WeightView& w, const float* x, int64_t n_tokens, float* y, ThreadPool& pool);
+// as `acts` says). Uses AVX-512 or AVX2/FMA when the CPU has them (chosen at run time), scalar
+// code otherwise.
+void MatMul(const WeightView& w, const float* x, int64_t n_tokens, float* y, ThreadPool& pool,
+            MatMulActs acts = MatMulActs::kQ8);
 
 // Several matrices applied to the same activations (e.g. Q, K and V): the activations are
 // quantized once and all rows are split across the threads in one fork-join. ys[i] receives
 // [n_tokens][ws[i].rows]. All ws must have the same cols; differing types fall back to one
 // MatMul each.
 void MatMulMany(std::span<const WeightView> ws, const float* x, int64_t n_tokens,
-                std::span<float* const> ys, ThreadPool& pool);
+                std::span<float* const> ys, ThreadPool& pool, MatMulActs acts = MatMulActs::kQ8);
 
 // Copies row `row` of `w` dequantized into `out` (cols floats): the embedding lookup.
 void GetRow(const WeightView& w, int64_t row, float* out);

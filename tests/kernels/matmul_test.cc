@@ -170,6 +170,38 @@ TEST_P(MatMulTest, LargeShapeAllLevels) {
   }
 }
 
+// MatMulActs::kF32: no 8-bit rounding of the activations at any level, so every type is within
+// float rounding of the dequantized reference (the kQ8 paths are ~1e-2 away on these inputs),
+// including row counts that are not a multiple of the kernels' row tile and token tails.
+TEST_P(MatMulTest, FloatActivationsMatchTheDequantizedReference) {
+  const DType type = GetParam();
+  const int64_t block = GetDTypeInfo(type).block_elems;
+  std::mt19937 rng(static_cast<unsigned>(type) + 11);
+  ThreadPool pool(2);
+  for (const int64_t cols : {block == 256 ? int64_t{512} : block == 32 ? int64_t{160} : int64_t{100},
+                             block == 256 ? int64_t{1536} : int64_t{576}}) {
+    for (const int64_t rows : {int64_t{37}, int64_t{203}}) {
+      const Matrix m = MakeMatrix(type, rows, cols, rng);
+      for (CpuLevel level : AvailableLevels()) {
+        LevelGuard guard(level);
+        for (int64_t n_tokens : {1, 2, 3, 4, 5, 9, 17}) {
+          const std::vector<float> x = RandomActs(n_tokens, cols, rng);
+          std::vector<float> y(n_tokens * rows, NAN);
+          MatMul(m.View(), x.data(), n_tokens, y.data(), pool, MatMulActs::kF32);
+          const double err = RelativeL2(m, x, n_tokens, y);
+          EXPECT_LT(err, 1e-5) << GetDTypeInfo(type).name << " level " << CpuKernelLevel()
+                               << " rows " << rows << " cols " << cols << " tokens " << n_tokens;
+          if (level != CpuLevel::kScalar && !IsFloatType(type)) {
+            std::vector<float> y8(n_tokens * rows, NAN);
+            MatMul(m.View(), x.data(), n_tokens, y8.data(), pool, MatMulActs::kQ8);
+            EXPECT_GT(RelativeL2(m, x, n_tokens, y8), 100 * err) << GetDTypeInfo(type).name;
+          }
+        }
+      }
+    }
+  }
+}
+
 INSTANTIATE_TEST_SUITE_P(AllTypes, MatMulTest, ::testing::ValuesIn(kAllTypes),
                          [](const ::testing::TestParamInfo<DType>& info) {
                            return std::string(GetDTypeInfo(info.param).name);
@@ -235,6 +267,15 @@ TEST(MatMulManyTest, EqualsSeparateMatMuls) {
         MatMulMany(views, x.data(), n_tokens, outs, pool);
         for (size_t i = 0; i < ms.size(); ++i) {
           EXPECT_EQ(got[i], want[i]) << "matrix " << i << " level " << CpuKernelLevel()
+                                     << " tokens " << n_tokens << " mixed " << mixed;
+        }
+        // The same with float activations.
+        for (size_t i = 0; i < ms.size(); ++i) {
+          MatMul(ms[i].View(), x.data(), n_tokens, want[i].data(), pool, MatMulActs::kF32);
+        }
+        MatMulMany(views, x.data(), n_tokens, outs, pool, MatMulActs::kF32);
+        for (size_t i = 0; i < ms.size(); ++i) {
+          EXPECT_EQ(got[i], want[i]) << "f32 acts, matrix " << i << " level " << CpuKernelLevel()
                                      << " tokens " << n_tokens << " mixed " << mixed;
         }
       }

@@ -3,7 +3,8 @@
 //
 // Integer types: activations are 8-bit (QuantizedActs); weights are unpacked to bytes and
 // multiplied with _mm256_maddubs_epi16 (u8 x s8 -> pairs of int16) and _mm256_madd_epi16.
-// Tiles of R rows x T tokens reuse every unpacked weight block across T tokens.
+// Tiles of R rows x T tokens reuse every unpacked weight block across T tokens. With float
+// activations (Avx2FloatActsKernel) Q8_0/Q4_0/Q4_1 blocks are dequantized to floats instead.
 #include <immintrin.h>
 
 #include <algorithm>
@@ -427,7 +428,148 @@ KVTIER_AVX2 void RowsFloat(const WeightView& w, const float* x, const QuantizedA
               FloatTile<kType, 4>{x, w.cols});
 }
 
+// ---- Q8_0 / Q4_0 / Q4_1 with float activations (MatMulActs::kF32) ---------------------------
+// Each weight block is dequantized to 32 floats exactly as DequantizeRow does (q * d, or q * d
+// + m for Q4_1, with -8 * d as Q4_0's m) and multiplied with the unquantized activations: no
+// 8-bit rounding of the activations, at the cost of float multiply-adds instead of integer ones.
+template <DType kType>
+KVTIER_AVX2_INLINE void DequantBlock32(const uint8_t* blk, __m256 out[4]) {
+  const __m256 d = _mm256_set1_ps(LoadHalf(blk));
+  if constexpr (kType == DType::kQ8_0) {
+    const __m256i q = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(blk + 2));
+    const __m128i lo = _mm256_castsi256_si128(q), hi = _mm256_extracti128_si256(q, 1);
+    out[0] = _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(lo)), d);
+    out[1] = _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_srli_si128(lo, 8))), d);
+    out[2] = _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(hi)), d);
+    out[3] = _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_srli_si128(hi, 8))), d);
+  } else {
+    constexpr int kOff = kType == DType::kQ4_1 ? 4 : 2;
+    const __m256 m = kType == DType::kQ4_1 ? _mm256_set1_ps(LoadHalf(blk + 2))
+                                           : _mm256_mul_ps(d, _mm256_set1_ps(-8.0f));
+    const __m128i q = _mm_loadu_si128(reinterpret_cast<const __m128i*>(blk + kOff));
+    const __m128i nib = _mm_set1_epi8(0x0f);
+    const __m128i lo = _mm_and_si128(q, nib);                     // elements 0..15
+    const __m128i hi = _mm_and_si128(_mm_srli_epi16(q, 4), nib);  // elements 16..31
+    out[0] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(lo)), d, m);
+    out[1] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_srli_si128(lo, 8))), d, m);
+    out[2] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(hi)), d, m);
+    out[3] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_srli_si128(hi, 8))), d, m);
+  }
+}
+
+// out[t * R + r] = row r . token (t0 + t). One token (decode) keeps two accumulators per row so
+// that enough independent FMA chains are in flight.
+template <DType kType, int R, int T>
+KVTIER_AVX2 void TileQ32FloatActs(const uint8_t* const* wrow, int64_t nb, const float* x,
+                                  int64_t cols, int64_t t0, float* out) {
+  constexpr int kBB = BlockBytes<kType>();
+  constexpr int S = T == 1 ? 2 : 1;
+  __m256 acc[R][T][S];
+#pragma GCC unroll 8
+  for (int r = 0; r < R; ++r) {
+#pragma GCC unroll 8
+    for (int t = 0; t < T; ++t) {
+#pragma GCC unroll 2
+      for (int s = 0; s < S; ++s) acc[r][t][s] = _mm256_setzero_ps();
+    }
+  }
+  for (int64_t b = 0; b < nb; ++b) {
+    __m256 xv[T][4];
+#pragma GCC unroll 8
+    for (int t = 0; t < T; ++t) {
+      const float* xb = x + (t0 + t) * cols + b * 32;
+#pragma GCC unroll 4
+      for (int i = 0; i < 4; ++i) xv[t][i] = _mm256_loadu_ps(xb + 8 * i);
+    }
+#pragma GCC unroll 8
+    for (int r = 0; r < R; ++r) {
+      __m256 w[4];
+      DequantBlock32<kType>(wrow[r] + b * kBB, w);
+#pragma GCC unroll 8
+      for (int t = 0; t < T; ++t) {
+#pragma GCC unroll 4
+        for (int i = 0; i < 4; ++i) {
+          acc[r][t][i % S] = _mm256_fmadd_ps(w[i], xv[t][i], acc[r][t][i % S]);
+        }
+      }
+    }
+  }
+#pragma GCC unroll 8
+  for (int r = 0; r < R; ++r) {
+#pragma GCC unroll 8
+    for (int t = 0; t < T; ++t) {
+      __m256 v = acc[r][t][0];
+      if constexpr (S == 2) v = _mm256_add_ps(v, acc[r][t][S - 1]);
+      out[t * R + r] = Hsum(v);
+    }
+  }
+}
+
+template <DType kType, int R>
+KVTIER_AVX2 void RunTileQ32FloatActs(int tt, const uint8_t* const* wrow, int64_t nb,
+                                     const float* x, int64_t cols, int64_t t0, float* out) {
+  switch (tt) {
+    case 1:
+      return TileQ32FloatActs<kType, R, 1>(wrow, nb, x, cols, t0, out);
+    case 2:
+      return TileQ32FloatActs<kType, R, 2>(wrow, nb, x, cols, t0, out);
+    case 3:
+      return TileQ32FloatActs<kType, R, 3>(wrow, nb, x, cols, t0, out);
+    default:
+      return TileQ32FloatActs<kType, R, 4>(wrow, nb, x, cols, t0, out);
+  }
+}
+
+template <DType kType>
+KVTIER_AVX2 void RowsQ32FloatActs(const WeightView& w, const float* x, const QuantizedActs& a,
+                                  int64_t row_begin, int64_t row_end, float* y) {
+  constexpr int kR = 4;
+  const int64_t nb = w.cols / 32;
+  const auto* base = static_cast<const uint8_t*>(w.data);
+  float out[kR * kMaxT];
+  for (int64_t r = row_begin; r < row_end; r += kR) {
+    const int rr = static_cast<int>(std::min<int64_t>(kR, row_end - r));
+    const uint8_t* wrow[kR];
+    for (int i = 0; i < rr; ++i) wrow[i] = base + static_cast<size_t>(r + i) * w.row_bytes;
+    for (int64_t t = 0; t < a.n_tokens; t += kMaxT) {
+      const int tt = static_cast<int>(std::min<int64_t>(kMaxT, a.n_tokens - t));
+      if (rr == kR) {
+        RunTileQ32FloatActs<kType, kR>(tt, wrow, nb, x, w.cols, t, out);
+      } else {
+        for (int i = 0; i < rr; ++i) {
+          RunTileQ32FloatActs<kType, 1>(tt, wrow + i, nb, x, w.cols, t, out + i * kMaxT);
+        }
+        for (int j = 0; j < tt; ++j) {
+          for (int i = 0; i < rr; ++i) y[(t + j) * w.rows + r + i] = out[i * kMaxT + j];
+        }
+        continue;
+      }
+      for (int j = 0; j < tt; ++j) {
+        for (int i = 0; i < rr; ++i) y[(t + j) * w.rows + r + i] = out[j * kR + i];
+      }
+    }
+  }
+}
+
 }  // namespace
+
+KernelChoice Avx2FloatActsKernel(DType type) {
+  KernelChoice k;
+  switch (type) {
+    case DType::kQ8_0:
+      k.kernel = RowsQ32FloatActs<DType::kQ8_0>;
+      return k;
+    case DType::kQ4_0:
+      k.kernel = RowsQ32FloatActs<DType::kQ4_0>;
+      return k;
+    case DType::kQ4_1:
+      k.kernel = RowsQ32FloatActs<DType::kQ4_1>;
+      return k;
+    default:
+      break;
+  }
+  return k;  // no kernel: the caller picks one
+}
 
 KernelChoice Avx2Kernel(DType type) {
   KernelChoice k;

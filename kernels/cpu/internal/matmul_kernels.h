@@ -72,6 +72,9 @@ void QuantizeActsScalar(const float* x, int64_t n_tokens, int64_t cols, int bloc
 
 // AVX2 (+FMA, F16C): every type. Defined in matmul_avx2.cc; call only when the CPU has AVX2.
 KernelChoice Avx2Kernel(DType type);
+// AVX2 kernels that read float activations (MatMulActs::kF32) for Q8_0, Q4_0 and Q4_1; for
+// other types the returned choice has no kernel.
+KernelChoice Avx2FloatActsKernel(DType type);
 // AVX-512 (F, BW, VL, VNNI): Q8_0, Q4_0 and Q4_1; other types fall back to Avx2Kernel.
 KernelChoice Avx512Kernel(DType type);
 
