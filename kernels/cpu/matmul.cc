@@ -52,7 +52,8 @@ KernelChoice Choose(CpuLevel level, DType type, MatMulActs acts) {
   const bool float_weights = type == DType::kF32 || type == DType::kF16 || type == DType::kBF16;
   if (acts == MatMulActs::kF32 && !float_weights) {
     if (level >= CpuLevel::kAvx2) {
-      const KernelChoice k = Avx2FloatActsKernel(type);
+      const KernelChoice k =
+          level == CpuLevel::kAvx512 ? Avx512FloatActsKernel(type) : Avx2FloatActsKernel(type);
       if (k.kernel != nullptr) return k;
     }
     KernelChoice k;

@@ -10,6 +10,7 @@
 // The Q4_0/Q4_1 offset terms (-8 d_w s_x, m_w s_x) are dot products over blocks, done 16
 // blocks at a time from gathered block scales. A tile is R rows x T tokens (R=2, T<=8): each
 // unpacked weight pair is reused for T tokens, each activation load for R rows.
+// With float activations (Avx512FloatActsKernel) a block is dequantized to two zmm instead.
 #include <immintrin.h>
 
 #include <algorithm>
@@ -218,7 +219,147 @@ KVTIER_AVX512 void RowsQ32(const WeightView& w, const float* x, const QuantizedA
   }
 }
 
+// ---- Float activations (MatMulActs::kF32) --------------------------------------------------
+// A weight block dequantized to two zmm (elements 0-15, 16-31) exactly as DequantizeRow does,
+// multiplied with the float activations; the AVX2 version's layout with twice the width.
+template <DType kType>
+KVTIER_AVX512_INLINE void DequantBlock32F(const uint8_t* blk, __m512* w0, __m512* w1) {
+  uint16_t hd;
+  __builtin_memcpy(&hd, blk, 2);
+  const __m512 d = _mm512_set1_ps(_cvtsh_ss(hd));
+  if constexpr (kType == DType::kQ8_0) {
+    const __m128i lo = _mm_loadu_si128(reinterpret_cast<const __m128i*>(blk + 2));
+    const __m128i hi = _mm_loadu_si128(reinterpret_cast<const __m128i*>(blk + 18));
+    *w0 = _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(lo)), d);
+    *w1 = _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(hi)), d);
+  } else {
+    constexpr int kOff = kType == DType::kQ4_1 ? 4 : 2;
+    __m512 m;
+    if constexpr (kType == DType::kQ4_1) {
+      uint16_t hm;
+      __builtin_memcpy(&hm, blk + 2, 2);
+      m = _mm512_set1_ps(_cvtsh_ss(hm));
+    } else {
+      m = _mm512_mul_ps(d, _mm512_set1_ps(-8.0f));
+    }
+    const __m128i q = _mm_loadu_si128(reinterpret_cast<const __m128i*>(blk + kOff));
+    const __m128i nib = _mm_set1_epi8(0x0f);
+    const __m128i lo = _mm_and_si128(q, nib);
+    const __m128i hi = _mm_and_si128(_mm_srli_epi16(q, 4), nib);
+    *w0 = _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(lo)), d, m);
+    *w1 = _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(hi)), d, m);
+  }
+}
+
+constexpr int kMaxTF = 4;  // tokens per float-activation tile
+
+// out[t * R + r] = row r . token (t0 + t); one token keeps two accumulators per row.
+template <DType kType, int R, int T>
+KVTIER_AVX512 void TileQ32F(const uint8_t* const* wrow, int64_t nb, const float* x, int64_t cols,
+                            int64_t t0, float* out) {
+  constexpr int kBB = BlockBytes<kType>();
+  constexpr int S = T == 1 ? 2 : 1;
+  __m512 acc[R][T][S];
+#pragma GCC unroll 8
+  for (int r = 0; r < R; ++r) {
+#pragma GCC unroll 8
+    for (int t = 0; t < T; ++t) {
+#pragma GCC unroll 2
+      for (int s = 0; s < S; ++s) acc[r][t][s] = _mm512_setzero_ps();
+    }
+  }
+  for (int64_t b = 0; b < nb; ++b) {
+    __m512 x0[T], x1[T];
+#pragma GCC unroll 8
+    for (int t = 0; t < T; ++t) {
+      const float* xb = x + (t0 + t) * cols + b * 32;
+      x0[t] = _mm512_loadu_ps(xb);
+      x1[t] = _mm512_loadu_ps(xb + 16);
+    }
+#pragma GCC unroll 8
+    for (int r = 0; r < R; ++r) {
+      __m512 w0, w1;
+      DequantBlock32F<kType>(wrow[r] + b * kBB, &w0, &w1);
+#pragma GCC unroll 8
+      for (int t = 0; t < T; ++t) {
+        acc[r][t][0] = _mm512_fmadd_ps(w0, x0[t], acc[r][t][0]);
+        acc[r][t][S - 1] = _mm512_fmadd_ps(w1, x1[t], acc[r][t][S - 1]);
+      }
+    }
+  }
+#pragma GCC unroll 8
+  for (int r = 0; r < R; ++r) {
+#pragma GCC unroll 8
+    for (int t = 0; t < T; ++t) {
+      __m512 v = acc[r][t][0];
+      if constexpr (S == 2) v = _mm512_add_ps(v, acc[r][t][S - 1]);
+      out[t * R + r] = _mm512_reduce_add_ps(v);
+    }
+  }
+}
+
+template <DType kType, int R>
+KVTIER_AVX512 void RunTileQ32F(int tt, const uint8_t* const* wrow, int64_t nb, const float* x,
+                               int64_t cols, int64_t t0, float* out) {
+  switch (tt) {
+    case 1:
+      return TileQ32F<kType, R, 1>(wrow, nb, x, cols, t0, out);
+    case 2:
+      return TileQ32F<kType, R, 2>(wrow, nb, x, cols, t0, out);
+    case 3:
+      return TileQ32F<kType, R, 3>(wrow, nb, x, cols, t0, out);
+    default:
+      return TileQ32F<kType, R, 4>(wrow, nb, x, cols, t0, out);
+  }
+}
+
+template <DType kType>
+KVTIER_AVX512 void RowsQ32F(const WeightView& w, const float* x, const QuantizedActs& a,
+                            int64_t row_begin, int64_t row_end, float* y) {
+  constexpr int kR = 4;
+  const int64_t nb = w.cols / 32;
+  const auto* base = static_cast<const uint8_t*>(w.data);
+  float out[kR * kMaxTF];
+  for (int64_t r = row_begin; r < row_end; r += kR) {
+    const int rr = static_cast<int>(std::min<int64_t>(kR, row_end - r));
+    const uint8_t* wrow[kR];
+    for (int i = 0; i < rr; ++i) wrow[i] = base + static_cast<size_t>(r + i) * w.row_bytes;
+    for (int64_t t = 0; t < a.n_tokens; t += kMaxTF) {
+      const int tt = static_cast<int>(std::min<int64_t>(kMaxTF, a.n_tokens - t));
+      if (rr == kR) {
+        RunTileQ32F<kType, kR>(tt, wrow, nb, x, w.cols, t, out);
+        for (int j = 0; j < tt; ++j) {
+          for (int i = 0; i < kR; ++i) y[(t + j) * w.rows + r + i] = out[j * kR + i];
+        }
+      } else {
+        for (int i = 0; i < rr; ++i) {
+          RunTileQ32F<kType, 1>(tt, wrow + i, nb, x, w.cols, t, out);
+          for (int j = 0; j < tt; ++j) y[(t + j) * w.rows + r + i] = out[j];
+        }
+      }
+    }
+  }
+}
+
 }  // namespace
+
+KernelChoice Avx512FloatActsKernel(DType type) {
+  KernelChoice k;
+  switch (type) {
+    case DType::kQ8_0:
+      k.kernel = RowsQ32F<DType::kQ8_0>;
+      return k;
+    case DType::kQ4_0:
+      k.kernel = RowsQ32F<DType::kQ4_0>;
+      return k;
+    case DType::kQ4_1:
+      k.kernel = RowsQ32F<DType::kQ4_1>;
+      return k;
+    default:
+      break;
+  }
+  return Avx2FloatActsKernel(type);
+}
 
 KernelChoice Avx512Kernel(DType type) {
   KernelChoice k = Avx2Kernel(type);

@@ -77,5 +77,7 @@ KernelChoice Avx2Kernel(DType type);
 KernelChoice Avx2FloatActsKernel(DType type);
 // AVX-512 (F, BW, VL, VNNI): Q8_0, Q4_0 and Q4_1; other types fall back to Avx2Kernel.
 KernelChoice Avx512Kernel(DType type);
+// AVX-512 float-activation kernels for Q8_0, Q4_0 and Q4_1 (else Avx2FloatActsKernel's).
+KernelChoice Avx512FloatActsKernel(DType type);
 
 }  // namespace kvtier::kernels::internal
