@@ -12,7 +12,9 @@
 //   agree and speed: [--dense-layers 2] [--sink 64] [--recent 256] (the sparse layout)
 //   common: [--model M] [--threads T] [--scoring sketch,sketch-only,bound] (page scoring of the
 //   sparse runs, kernels/cpu/retrieval.h; each listed mode is run; also `exact`, a reference
-//   computed from the keys, for agree and speed)
+//   computed from the keys, for agree and speed) [--split shared|per-head] (how a layer's
+//   budget is divided among its KV heads) [--acts q8|f32] (the matmuls' activations, for
+//   every run: kernels::MatMulActs)
 //
 // cases: seeded passkey / needle-in-a-haystack cases (bench/retrieval_cases.h), needle depths
 //   spread evenly over 0..100%. Per case the haystack is prefilled densely and cached, then the
@@ -124,6 +126,8 @@ int RunCases(const Args& a) {
   o.threads = std::atoi(a.Get("threads", "2").c_str());
   o.context_tokens = max_ctx + 256;
   o.host_cache_bytes = 0;  // device tier only: no write-through encoding in the loop
+  o.sparse_split = a.Get("split", o.sparse_split);
+  o.matmul_activations = a.Get("acts", o.matmul_activations);
   // Room for two sequences and the cached haystacks of the previous case.
   o.kv_capacity_bytes = 4ull * (max_ctx + 256) / 16 * 30 * 12288;
   auto e = engine::Engine::Create(o);
@@ -258,6 +262,8 @@ model::SparseAttention SparseOf(const Args& a, int budget, const std::string& sc
   s.sink_tokens = std::atoi(a.Get("sink", std::to_string(s.sink_tokens)).c_str());
   s.recent_tokens = std::atoi(a.Get("recent", std::to_string(s.recent_tokens)).c_str());
   s.scoring = engine::ScoringModeOf(scoring);
+  s.split = a.Get("split", "shared") == "per-head" ? kernels::BudgetSplit::kPerHead
+                                                   : kernels::BudgetSplit::kShared;
   return s;
 }
 
@@ -490,6 +496,8 @@ int RunTiered(const Args& a) {
   o.state_dir = dir + "/state";
   o.host_cache_bytes = 4ull << 30;
   o.disk_codec = a.Get("disk-codec", o.disk_codec);  // the records' codec on disk
+  o.sparse_split = a.Get("split", o.sparse_split);
+  o.matmul_activations = a.Get("acts", o.matmul_activations);
   std::vector<bench::RetrievalCase> cases;
   int dense_ok = 0, uncapped_ok = 0;
   double uncapped_ms = 0;

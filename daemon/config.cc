@@ -60,6 +60,8 @@ const Option kOptions[] = {
     {"sparse_min_tokens", Type::kInt, 0, kMaxInt,
      "auto: sparse above this context (0: the engine's default)"},
     {"sparse_scoring", Type::kString, 0, 0, "sketch | sketch-only | bound (how sparse attention ranks pages)"},
+    {"sparse_split", Type::kString, 0, 0,
+     "shared | per-head (a sparse layer's budget shared among its KV heads by score, or fixed)"},
     {"matmul_activations", Type::kString, 0, 0,
      "q8 | f32 (activations rounded to 8 bits in the CPU matmuls, or kept in float)"},
 };
@@ -192,6 +194,9 @@ Status Apply(const Option& o, const Value& v, DaemonConfig* c) {
       return InvalidArgumentError("must be sketch, sketch-only or bound");
     }
     c->sparse_scoring = v.str;
+  } else if (k == "sparse_split") {
+    if (v.str != "shared" && v.str != "per-head") return InvalidArgumentError("must be shared or per-head");
+    c->sparse_split = v.str;
   } else if (k == "matmul_activations") {
     if (v.str != "q8" && v.str != "f32") return InvalidArgumentError("must be q8 or f32");
     c->matmul_activations = v.str;

@@ -83,6 +83,7 @@ int main(int argc, char** argv) {
   options.recent_tokens = config.recent_tokens;
   if (config.sparse_min_tokens > 0) options.sparse_min_tokens = config.sparse_min_tokens;
   options.sparse_scoring = config.sparse_scoring;
+  options.sparse_split = config.sparse_split;
   options.matmul_activations = config.matmul_activations;
   if (config.disk_cache_bytes > 0) {
     options.cache_dir = config.cache_dir;  // segments under <cache_dir>/kv

@@ -92,6 +92,8 @@ model::SparseAttention SparseFor(const EngineOptions& o, const std::string& mode
   s.budget_tokens = budget;
   s.sink_tokens = o.sink_tokens;
   s.recent_tokens = o.recent_tokens;
+  s.split = o.sparse_split == "per-head" ? kernels::BudgetSplit::kPerHead
+                                         : kernels::BudgetSplit::kShared;
   return s;
 }
 
@@ -194,6 +196,10 @@ Result<std::unique_ptr<Engine>> Engine::Create(const EngineOptions& options) {
   e->options_ = options;
   if (options.budget_tokens == 0) return InvalidArgumentError("budget_tokens must be >= 16");
   RETURN_IF_ERROR(ValidateSparse(options.attention, options.budget_tokens, options.sparse_scoring));
+  if (options.sparse_split != "shared" && options.sparse_split != "per-head") {
+    return InvalidArgumentError("sparse_split must be shared or per-head, not '" +
+                                options.sparse_split + "'");
+  }
   if (options.matmul_activations != "q8" && options.matmul_activations != "f32") {
     return InvalidArgumentError("matmul_activations must be q8 or f32, not '" +
                                 options.matmul_activations + "'");

@@ -347,7 +347,8 @@ Status ForwardPass::RunBatch(std::span<const int32_t> tokens, int32_t n_past, co
                                                                       : sparse_.scoring;
       const kernels::SelectShape shape =
           kernels::SelectPages(score_pool, pages_, sink_pages, recent_pages, k_pages, q_.data(),
-                               n, c.n_heads, scale, &selected_, threads_, &sel, scoring);
+                               n, c.n_heads, scale, &selected_, threads_, &sel, scoring,
+                               sparse_.split);
       profile_.score_ms += sel.score_ms;
       profile_.select_ms += sel.select_ms;
       if (!shape.all() && has_cold) {
@@ -360,7 +361,7 @@ Status ForwardPass::RunBatch(std::span<const int32_t> tokens, int32_t n_past, co
                                          threads_);
         profile_.attention_ms += MsSince(t0);
         counters_.sparse_lists += c.n_kv_heads;
-        counters_.pages_attended += static_cast<int64_t>(shape.selected()) * c.n_kv_heads;
+        counters_.pages_attended += shape.attended;
         sparse_done = true;
       }
     }

@@ -116,7 +116,7 @@ enum class LogitsMode { kNone, kLast, kAll };
 // How the next Run calls attend. With `enabled`, layers >= dense_layers attend, per KV head, to
 // the sink pages (first sink_tokens), the recent window (the last recent_tokens before the
 // batch, and the batch itself) and the top pages by digest score until budget_tokens; the
-// selection is made once per batch (the max of the per-token scores). A layer whose selection
+// selection is made once per batch (over the batch's tokens' scores). A layer whose selection
 // would be every page runs dense. The engine decides when to enable it (DESIGN §5 modes).
 struct SparseAttention {
   bool enabled = false;
@@ -125,6 +125,11 @@ struct SparseAttention {
   int sink_tokens = 64;
   int recent_tokens = 256;
   kernels::ScoringMode scoring = kernels::ScoringMode::kSketch;
+  // How a layer's budget is divided among its KV heads (kernels/cpu/retrieval.h): kShared, the
+  // default, gives n_kv_heads * (budget - sinks - window) candidate pages to the best-scoring
+  // (head, page) pairs, so budget_tokens is the per-KV-head average; kPerHead gives each head
+  // exactly its budget.
+  kernels::BudgetSplit split = kernels::BudgetSplit::kShared;
 };
 
 // Counters since construction: attention lists run (one per layer, KV head and batch) and the

@@ -197,39 +197,70 @@ SelectShape ShapeSelection(int n_pages, int n_sink, int n_recent, int k_pages) {
   s.recent = std::clamp(n_recent, 0, n - s.sink);
   s.cand = n - s.sink - s.recent;
   s.k = std::clamp(k_pages, 0, s.cand);
+  s.k_max = s.k;
   return s;
 }
 
 SelectShape SelectPages(const KvPool& pool, std::span<const PageRef> pages, int n_sink,
                         int n_recent, int k_pages, const float* q, int64_t n_tokens, int n_heads,
                         float scale, std::vector<PageRef>* selected, ThreadPool& threads,
-                        SelectProfile* profile, ScoringMode mode) {
+                        SelectProfile* profile, ScoringMode mode, BudgetSplit split) {
   const int n_pages = static_cast<int>(pages.size());
-  const SelectShape s = ShapeSelection(n_pages, n_sink, n_recent, k_pages);
-  const int n_sel = s.selected();
+  SelectShape s = ShapeSelection(n_pages, n_sink, n_recent, k_pages);
   const int n_kv = pool.n_kv_heads;
-  selected->resize(static_cast<size_t>(n_kv) * n_sel);
   thread_local std::vector<float> scores;
   thread_local std::vector<int32_t> index;
+  thread_local std::vector<uint8_t> chosen;  // [n_kv][cand]
+  const bool shared = split == BudgetSplit::kShared && !s.all();
   Clock::time_point t0 = Clock::now();
-  if (!s.all()) {
+  if (shared) {
+    // Shares over every page, so that they compare across heads; the candidates' are kept.
+    scores.resize(static_cast<size_t>(n_kv) * n_pages);
+    ScorePages(pool, pages, q, n_tokens, n_heads, scale, scores.data(), threads, mode);
+    for (int g = 0; g < n_kv; ++g) {
+      std::copy_n(scores.begin() + static_cast<size_t>(g) * n_pages + s.sink, s.cand,
+                  scores.begin() + static_cast<size_t>(g) * s.cand);
+    }
+  } else if (!s.all()) {
     scores.resize(static_cast<size_t>(n_kv) * s.cand);
     ScorePages(pool, pages.subspan(s.sink, s.cand), q, n_tokens, n_heads, scale, scores.data(),
                threads, mode);
   }
   if (profile != nullptr) profile->score_ms = MsSince(t0);
   t0 = Clock::now();
-  index.resize(static_cast<size_t>(s.k));
+  // chosen[g * cand + i]: candidate i is in head g's list.
+  chosen.assign(static_cast<size_t>(n_kv) * s.cand, s.all() ? 1 : 0);
+  if (shared) {
+    index.resize(static_cast<size_t>(n_kv) * s.k);
+    TopK(scores.data(), n_kv * s.cand, n_kv * s.k, index.data());
+    for (const int32_t i : index) chosen[i] = 1;
+    s.k_max = 0;
+    for (int g = 0; g < n_kv; ++g) {
+      const uint8_t* c = chosen.data() + static_cast<size_t>(g) * s.cand;
+      s.k_max = std::max(s.k_max, static_cast<int>(std::count(c, c + s.cand, uint8_t{1})));
+    }
+  } else if (!s.all()) {
+    index.resize(static_cast<size_t>(s.k));
+    for (int g = 0; g < n_kv; ++g) {
+      TopK(scores.data() + static_cast<size_t>(g) * s.cand, s.cand, s.k, index.data());
+      for (const int32_t i : index) chosen[static_cast<size_t>(g) * s.cand + i] = 1;
+    }
+  }
+  const int n_sel = s.selected();
+  selected->resize(static_cast<size_t>(n_kv) * n_sel);
+  s.attended = 0;
   for (int g = 0; g < n_kv; ++g) {
     PageRef* out = selected->data() + static_cast<size_t>(g) * n_sel;
-    std::copy(pages.begin(), pages.begin() + s.sink, out);
-    if (s.all()) {
-      std::copy(pages.begin() + s.sink, pages.begin() + s.sink + s.k, out + s.sink);
-    } else {
-      TopK(scores.data() + static_cast<size_t>(g) * s.cand, s.cand, s.k, index.data());
-      for (int i = 0; i < s.k; ++i) out[s.sink + i] = pages[s.sink + index[i]];
+    int w = 0;
+    for (int i = 0; i < s.sink; ++i) out[w++] = pages[i];
+    const uint8_t* c = chosen.data() + static_cast<size_t>(g) * s.cand;
+    for (int i = 0; i < s.cand; ++i) {
+      if (c[i]) out[w++] = pages[s.sink + i];
     }
-    std::copy(pages.end() - s.recent, pages.end(), out + s.sink + s.k);
+    for (int i = n_pages - s.recent; i < n_pages; ++i) out[w++] = pages[i];
+    s.attended += w;
+    const int32_t pad_page = w > 0 ? out[0].page : (n_pages > 0 ? pages[0].page : 0);
+    for (; w < n_sel; ++w) out[w] = PageRef{pad_page, std::numeric_limits<int32_t>::max(), 0};
   }
   if (profile != nullptr) profile->select_ms = MsSince(t0);
   return s;

@@ -60,13 +60,29 @@ void ScorePages(const KvPool& pool, std::span<const PageRef> cand, const float* 
 void TopK(const float* scores, int n, int k, int32_t* index);
 
 // How a page list of n_pages splits: the first `sink` pages and the last `recent` pages always,
-// `k` of the `cand` pages between them by score. selected() pages per KV head.
+// and `k` of the `cand` pages between them by score per KV head — exactly k each
+// (BudgetSplit::kPerHead), or n_kv_heads * k in all, shared among the heads by score
+// (kShared), each head's list then padded to the longest: k_max candidates. selected() is the
+// length of each head's list, padding included; `attended` counts the pages of all the heads'
+// lists without the padding (SelectPages sets it; ShapeSelection leaves it 0).
 struct SelectShape {
   int sink = 0, recent = 0, cand = 0, k = 0;
-  int selected() const { return sink + k + recent; }
+  int k_max = 0;
+  int attended = 0;
+  int selected() const { return sink + k_max + recent; }
   bool all() const { return k == cand; }  // nothing to choose: every page is selected
 };
 SelectShape ShapeSelection(int n_pages, int n_sink, int n_recent, int k_pages);
+
+// How SelectPages divides a layer's candidate budget among its KV heads.
+//   kPerHead: each head takes its own top k.
+//   kShared (the engine's default): the layer's n_kv_heads * k candidates go to the highest
+//     (head, page) scores over all heads, each head's scores normalised over all its pages
+//     (sink and recent included) so that they compare across heads: a head whose attention is
+//     spread gets more pages, one that looks only at its sinks and recent window fewer. The
+//     pages attended per layer are the same; lists are padded with empty refs (n_tokens 0,
+//     first_pos INT32_MAX, the page of the list's first entry) that attention skips.
+enum class BudgetSplit { kPerHead, kShared };
 
 // Time spent in the last SelectPages call's stages, ms.
 struct SelectProfile {
@@ -75,11 +91,12 @@ struct SelectProfile {
 };
 
 // The whole selection for one layer: for each KV head g, selected[g * n_sel, (g + 1) * n_sel)
-// = the sink pages, the top shape.k candidates by ScorePages, and the recent pages of `pages`
-// (in position order), n_sel = shape.selected(). Returns the shape.
+// = the sink pages, its candidates chosen by ScorePages as `split` says, and the recent pages
+// of `pages` (in position order), then any padding; n_sel = shape.selected(). Returns the shape.
 SelectShape SelectPages(const KvPool& pool, std::span<const PageRef> pages, int n_sink,
                         int n_recent, int k_pages, const float* q, int64_t n_tokens, int n_heads,
                         float scale, std::vector<PageRef>* selected, ThreadPool& threads,
-                        SelectProfile* profile = nullptr, ScoringMode mode = ScoringMode::kSketch);
+                        SelectProfile* profile = nullptr, ScoringMode mode = ScoringMode::kSketch,
+                        BudgetSplit split = BudgetSplit::kPerHead);
 
 }  // namespace kvtier::kernels

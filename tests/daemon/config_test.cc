@@ -62,7 +62,7 @@ TEST(ConfigTest, FlagsOverrideTheFile) {
 TEST(ConfigTest, RetrievalAttentionSettings) {
   const std::string path = WriteFile(
       "attention = \"sparse\"\nbudget_tokens = 1024\ndense_layers = 3\nsparse_scoring = "
-      "\"bound\"\nsparse_min_tokens = 4096\nmatmul_activations = \"f32\"\n");
+      "\"bound\"\nsparse_min_tokens = 4096\nmatmul_activations = \"f32\"\nsparse_split = \"per-head\"\n");
   Result<CommandLine> cl = LoadConfig({"--config", path, "--recent-tokens", "128"}, FakeEnv({}));
   ASSERT_TRUE(cl.ok()) << cl.status().ToString();
   EXPECT_EQ(cl->config.attention, "sparse");
@@ -76,6 +76,8 @@ TEST(ConfigTest, RetrievalAttentionSettings) {
   Result<CommandLine> def = LoadConfig({}, FakeEnv({}));
   ASSERT_TRUE(def.ok()) << def.status().ToString();
   EXPECT_EQ(def->config.matmul_activations, "q8");
+  EXPECT_EQ(cl->config.sparse_split, "per-head");
+  EXPECT_EQ(def->config.sparse_split, "shared");
 }
 
 TEST(ConfigTest, PrefetchBytes) {
@@ -107,6 +109,7 @@ TEST(ConfigTest, StrictKeysTypesAndRanges) {
       {"attention = \"fast\"\n", "auto, dense or sparse"},
       {"sparse_scoring = \"best\"\n", "sketch, sketch-only or bound"},
       {"matmul_activations = \"int4\"\n", "q8 or f32"},
+      {"sparse_split = \"even\"\n", "shared or per-head"},
       {"budget_tokens = 8\n", "must be in [16,"},
       {"threads = \n", "kvtierd.toml:1"},
   };

@@ -422,6 +422,92 @@ TEST_P(RetrievalTest, SelectPagesTakesSinksRecentAndTheTopCandidates) {
   }
 }
 
+// BudgetSplit::kShared: n_kv * k candidates in all, to the best (head, page) scores of any head
+// (scores normalised over every page). KV head 0's queries are zero, so its attention is spread
+// evenly over the pages, while the others' is peaked: head 0 must get more than k candidates
+// and the others fewer. The lists keep sinks and recent pages, are in position order, padded to
+// the longest with empty refs, and attention over them equals attention over the unpadded lists.
+TEST_P(RetrievalTest, SharedBudgetGoesToTheBestPagesOfAnyHead) {
+  std::mt19937 rng(12);
+  KvSetup s(16 * 60 + 3, 64, rng);
+  const float scale = 0.125f;
+  const int sink = 4, recent = 16, k = 12;
+  const int group = s.n_heads / s.n_kv;
+  ThreadPool threads(2);
+  for (int n_tokens : {1, 4}) {
+    auto q = NormalVec(static_cast<size_t>(n_tokens) * s.n_heads * s.head_dim, rng, 3.0f);
+    for (int t = 0; t < n_tokens; ++t) {
+      std::fill_n(q.begin() + static_cast<size_t>(t) * s.n_heads * s.head_dim,
+                  group * s.head_dim, 0.0f);
+    }
+    std::vector<PageRef> sel;
+    const SelectShape shape = SelectPages(s.pool, s.pages, sink, recent, k, q.data(), n_tokens,
+                                          s.n_heads, scale, &sel, threads, nullptr,
+                                          ScoringMode::kSketch, BudgetSplit::kShared);
+    ASSERT_EQ(shape.k, k);
+    ASSERT_EQ(sel.size(), static_cast<size_t>(s.n_kv * shape.selected()));
+    EXPECT_EQ(shape.attended, s.n_kv * (sink + k + recent));
+    const auto want = ReferenceScores(s, s.pages, q, n_tokens, scale);  // over every page
+    const int n_pages = static_cast<int>(s.pages.size());
+    std::vector<int> count(s.n_kv, 0);
+    double worst_in = INFINITY, best_out = -INFINITY;
+    std::vector<PageRef> unpadded;
+    std::vector<std::vector<PageRef>> lists(s.n_kv);
+    for (int g = 0; g < s.n_kv; ++g) {
+      const PageRef* l = sel.data() + g * shape.selected();
+      int real = 0;
+      while (real < shape.selected() && l[real].n_tokens > 0) ++real;
+      for (int i = real; i < shape.selected(); ++i) {
+        EXPECT_EQ(l[i].n_tokens, 0);
+        EXPECT_EQ(l[i].first_pos, std::numeric_limits<int32_t>::max());
+        EXPECT_EQ(l[i].page, l[0].page);  // no page that is not already in the list
+      }
+      count[g] = real - sink - recent;
+      for (int i = 0; i < sink; ++i) EXPECT_EQ(l[i].page, s.pages[i].page);
+      for (int i = 0; i < recent; ++i) {
+        EXPECT_EQ(l[real - recent + i].page, s.pages[n_pages - recent + i].page);
+      }
+      for (int i = 1; i < real; ++i) EXPECT_LT(l[i - 1].first_pos, l[i].first_pos);
+      std::vector<bool> chosen(n_pages, false);
+      for (int i = sink; i < real - recent; ++i) chosen[l[i].first_pos / 16] = true;
+      for (int p = sink; p < n_pages - recent; ++p) {
+        const double v = want[g * n_pages + p];
+        if (chosen[p])
+          worst_in = std::min(worst_in, v);
+        else
+          best_out = std::max(best_out, v);
+      }
+      lists[g].assign(l, l + real);
+    }
+    EXPECT_GE(worst_in, best_out - 1e-4) << "tokens " << n_tokens;
+    EXPECT_EQ(count[0] + count[1] + count[2], s.n_kv * k);
+    EXPECT_EQ(shape.k_max, *std::max_element(count.begin(), count.end()));
+    EXPECT_GT(count[0], k) << "the spread-out head gets more pages";
+    EXPECT_LT(std::min(count[1], count[2]), k);
+
+    // Attention over the padded lists = over each head's real list.
+    std::vector<int32_t> q_pos(n_tokens);
+    for (int t = 0; t < n_tokens; ++t) q_pos[t] = s.n_tokens - n_tokens + t;
+    std::vector<float> out(q.size());
+    PagedAttentionPerKvHead(s.pool, sel, shape.selected(), q.data(), q_pos.data(), n_tokens,
+                            s.n_heads, scale, out.data(), threads);
+    double err = 0.0, mag = 0.0;
+    std::vector<double> ref(s.head_dim);
+    for (int t = 0; t < n_tokens; ++t) {
+      for (int h = 0; h < s.n_heads; ++h) {
+        ReferenceAttention(s, lists[h / group],
+                           q.data() + static_cast<size_t>(t) * s.n_heads * s.head_dim, h,
+                           h / group, q_pos[t], scale, ref.data());
+        for (int d = 0; d < s.head_dim; ++d) {
+          err = std::max(err, std::abs(out[(t * s.n_heads + h) * s.head_dim + d] - ref[d]));
+          mag = std::max(mag, std::abs(ref[d]));
+        }
+      }
+    }
+    EXPECT_LT(err / mag, 2e-5) << "tokens " << n_tokens;
+  }
+}
+
 TEST_P(RetrievalTest, PerKvHeadAttentionMatchesReferenceOverEachHeadsList) {
   std::mt19937 rng(6);
   KvSetup s(16 * 30 + 5, 64, rng);
