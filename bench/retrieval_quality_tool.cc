@@ -9,7 +9,7 @@
 //   retrieval_quality_tool tiered [--context 8192] [--cases 10] [--budget 2048]
 //                                 [--device-frac 0.5] [--host-frac 0.25] [--hot-frac 0.9]
 //                                 [--kind passkey|needle] [--disk-codec q8+zstd]
-//   agree and speed: [--dense-layers 2] [--sink 64] [--recent 256] (the sparse layout)
+//   cases, agree and speed: [--dense-layers 2] [--sink 64] [--recent 256] (the sparse layout)
 //   common: [--model M] [--threads T] [--scoring sketch,sketch-only,bound] (page scoring of the
 //   sparse runs, kernels/cpu/retrieval.h; each listed mode is run; also `exact`, a reference
 //   computed from the keys, for agree and speed) [--split shared|per-head] (how a layer's
@@ -126,6 +126,9 @@ int RunCases(const Args& a) {
   o.threads = std::atoi(a.Get("threads", "2").c_str());
   o.context_tokens = max_ctx + 256;
   o.host_cache_bytes = 0;  // device tier only: no write-through encoding in the loop
+  o.dense_layers = std::atoi(a.Get("dense-layers", std::to_string(o.dense_layers)).c_str());
+  o.sink_tokens = std::atoi(a.Get("sink", std::to_string(o.sink_tokens)).c_str());
+  o.recent_tokens = std::atoi(a.Get("recent", std::to_string(o.recent_tokens)).c_str());
   o.sparse_split = a.Get("split", o.sparse_split);
   o.matmul_activations = a.Get("acts", o.matmul_activations);
   // Room for two sequences and the cached haystacks of the previous case.
@@ -262,8 +265,8 @@ model::SparseAttention SparseOf(const Args& a, int budget, const std::string& sc
   s.sink_tokens = std::atoi(a.Get("sink", std::to_string(s.sink_tokens)).c_str());
   s.recent_tokens = std::atoi(a.Get("recent", std::to_string(s.recent_tokens)).c_str());
   s.scoring = engine::ScoringModeOf(scoring);
-  s.split = a.Get("split", "shared") == "per-head" ? kernels::BudgetSplit::kPerHead
-                                                   : kernels::BudgetSplit::kShared;
+  s.split = a.Get("split", "per-head") == "shared" ? kernels::BudgetSplit::kShared
+                                                   : kernels::BudgetSplit::kPerHead;
   return s;
 }
 

@@ -61,7 +61,7 @@ const Option kOptions[] = {
      "auto: sparse above this context (0: the engine's default)"},
     {"sparse_scoring", Type::kString, 0, 0, "sketch | sketch-only | bound (how sparse attention ranks pages)"},
     {"sparse_split", Type::kString, 0, 0,
-     "shared | per-head (a sparse layer's budget shared among its KV heads by score, or fixed)"},
+     "per-head | shared (each KV head's own budget, or a layer's budget shared among its KV heads by score)"},
     {"matmul_activations", Type::kString, 0, 0,
      "q8 | f32 (activations rounded to 8 bits in the CPU matmuls, or kept in float)"},
 };

@@ -92,8 +92,8 @@ model::SparseAttention SparseFor(const EngineOptions& o, const std::string& mode
   s.budget_tokens = budget;
   s.sink_tokens = o.sink_tokens;
   s.recent_tokens = o.recent_tokens;
-  s.split = o.sparse_split == "per-head" ? kernels::BudgetSplit::kPerHead
-                                         : kernels::BudgetSplit::kShared;
+  s.split = o.sparse_split == "shared" ? kernels::BudgetSplit::kShared
+                                       : kernels::BudgetSplit::kPerHead;
   return s;
 }
 

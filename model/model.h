@@ -125,11 +125,11 @@ struct SparseAttention {
   int sink_tokens = 64;
   int recent_tokens = 256;
   kernels::ScoringMode scoring = kernels::ScoringMode::kSketch;
-  // How a layer's budget is divided among its KV heads (kernels/cpu/retrieval.h): kShared, the
-  // default, gives n_kv_heads * (budget - sinks - window) candidate pages to the best-scoring
-  // (head, page) pairs, so budget_tokens is the per-KV-head average; kPerHead gives each head
-  // exactly its budget.
-  kernels::BudgetSplit split = kernels::BudgetSplit::kShared;
+  // How a layer's budget is divided among its KV heads (kernels/cpu/retrieval.h): kPerHead, the
+  // default, gives each head exactly its budget; kShared gives n_kv_heads * (budget - sinks -
+  // window) candidate pages to the best-scoring (head, page) pairs, so budget_tokens is the
+  // per-KV-head average.
+  kernels::BudgetSplit split = kernels::BudgetSplit::kPerHead;
 };
 
 // Counters since construction: attention lists run (one per layer, KV head and batch) and the

@@ -76,7 +76,7 @@ SelectShape ShapeSelection(int n_pages, int n_sink, int n_recent, int k_pages);
 
 // How SelectPages divides a layer's candidate budget among its KV heads.
 //   kPerHead: each head takes its own top k.
-//   kShared (the engine's default): the layer's n_kv_heads * k candidates go to the highest
+//   kShared (an engine option, not its default): the layer's n_kv_heads * k candidates go to the highest
 //     (head, page) scores over all heads, each head's scores normalised over all its pages
 //     (sink and recent included) so that they compare across heads: a head whose attention is
 //     spread gets more pages, one that looks only at its sinks and recent window fewer. The

@@ -62,7 +62,7 @@ TEST(ConfigTest, FlagsOverrideTheFile) {
 TEST(ConfigTest, RetrievalAttentionSettings) {
   const std::string path = WriteFile(
       "attention = \"sparse\"\nbudget_tokens = 1024\ndense_layers = 3\nsparse_scoring = "
-      "\"bound\"\nsparse_min_tokens = 4096\nmatmul_activations = \"f32\"\nsparse_split = \"per-head\"\n");
+      "\"bound\"\nsparse_min_tokens = 4096\nmatmul_activations = \"f32\"\nsparse_split = \"shared\"\n");
   Result<CommandLine> cl = LoadConfig({"--config", path, "--recent-tokens", "128"}, FakeEnv({}));
   ASSERT_TRUE(cl.ok()) << cl.status().ToString();
   EXPECT_EQ(cl->config.attention, "sparse");
@@ -76,8 +76,8 @@ TEST(ConfigTest, RetrievalAttentionSettings) {
   Result<CommandLine> def = LoadConfig({}, FakeEnv({}));
   ASSERT_TRUE(def.ok()) << def.status().ToString();
   EXPECT_EQ(def->config.matmul_activations, "q8");
-  EXPECT_EQ(cl->config.sparse_split, "per-head");
-  EXPECT_EQ(def->config.sparse_split, "shared");
+  EXPECT_EQ(cl->config.sparse_split, "shared");
+  EXPECT_EQ(def->config.sparse_split, "per-head");
 }
 
 TEST(ConfigTest, PrefetchBytes) {
