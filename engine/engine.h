@@ -74,7 +74,8 @@ struct EngineOptions {
   // auto goes sparse once the context exceeds this (DESIGN §5's 4096): with the sketch scoring
   // sparse answers passkey/needle cases within two cases in 50 of dense, decodes 1.6x (8K) to
   // 2.3x (16K) faster on the CPU, and its top-1 agreement with dense on natural text is 95.4%
-  // at budget 2048 against a 96.6% noise floor (BENCHMARKS.md, "Retrieval attention").
+  // at budget 2048 against a 96.6% noise floor, 97.4% (floor 99.9%) with matmul_activations =
+  // f32 (BENCHMARKS.md, "Retrieval attention").
   // Set attention = "dense" (config or request) for exact dense decoding.
   int sparse_min_tokens = 4096;
   // How the CPU matmuls treat activations (kernels::MatMulActs): "q8" rounds them to 8 bits
