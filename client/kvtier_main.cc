@@ -61,6 +61,7 @@ void PrintUsage(std::FILE* out) {
       "local mode (generate, tokenize, prefill without a daemon): --local [--model PATH]\n"
       "  [--threads N] [--context N] [--state-dir DIR] [--cache-dir DIR] [--device auto|cpu|cuda]\n"
       "  [--host-cache-bytes N] [--hot-cache-bytes N] [--disk-cache-bytes N (0: no disk tier)]\n"
+      "  [--matmul-activations q8|f32 (f32: no 8-bit rounding of activations; decode ~5%% slower)]\n"
       "  The default model is <cache-dir>/models/%s (scripts/fetch-model puts it there).\n"
       "  Cached prompt prefixes persist in <cache-dir>/kv (index in <state-dir>/kv-index).\n",
       kDefaultModelFile);
@@ -185,7 +186,8 @@ const std::map<std::string, CommandSpec> kCommands = {
 };
 const std::vector<std::string> kLocalOptions = {
     "model",  "threads",  "context",          "state-dir",       "cache-dir",
-    "device", "kv-bytes", "host-cache-bytes", "hot-cache-bytes", "disk-cache-bytes"};
+    "device", "kv-bytes", "host-cache-bytes", "hot-cache-bytes", "disk-cache-bytes",
+    "matmul-activations"};
 
 bool Contains(const std::vector<std::string>& v, const std::string& s) {
   return std::find(v.begin(), v.end(), s) != v.end();
@@ -272,6 +274,12 @@ kvtier::Result<std::unique_ptr<kvtier::engine::Engine>> OpenLocalEngine(const Ar
     }
     opt.disk_cache_bytes = static_cast<uint64_t>(v);
     if (v == 0) opt.cache_dir.clear();  // no disk tier
+  }
+  if (a.values.count("matmul-activations")) {
+    opt.matmul_activations = a.values.at("matmul-activations");
+    if (opt.matmul_activations != "q8" && opt.matmul_activations != "f32") {
+      return kvtier::InvalidArgumentError("--matmul-activations must be q8 or f32");
+    }
   }
   if (a.values.count("device")) {
     const std::string& d = a.values.at("device");
