@@ -44,6 +44,7 @@ int main(int argc, char** argv) {
   eo.threads = std::stoi(get("threads", "0"));
   eo.context_tokens = std::stoi(get("context", "0"));
   eo.batch_tokens = std::stoi(get("batch", "512"));
+  eo.matmul_activations = get("acts", eo.matmul_activations);  // f32 (default) | q8
   auto engine_or = kvtier::engine::Engine::Create(eo);
   if (!engine_or.ok()) return Fail(engine_or.status().ToString());
   auto& engine = **engine_or;

@@ -215,7 +215,7 @@ kvtier::Status MakeRig(const Args& a, int64_t tokens, Rig* r) {
   r->seq = std::make_unique<cache::SequenceKv>(*r->pool, c.n_layers);
   RETURN_IF_ERROR(r->seq->Reserve(tokens));
   r->fwd = std::make_unique<model::ForwardPass>(*r->m, *r->threads, 512);
-  const std::string acts = a.Get("acts", "q8");
+  const std::string acts = a.Get("acts", engine::EngineOptions().matmul_activations);
   if (acts != "q8" && acts != "f32") return kvtier::InvalidArgumentError("--acts: q8 or f32");
   r->fwd->set_matmul_acts(acts == "f32" ? kernels::MatMulActs::kF32 : kernels::MatMulActs::kQ8);
   r->kv = model::KvView{r->pool->view(), r->seq->page_tables()};

@@ -61,7 +61,7 @@ void PrintUsage(std::FILE* out) {
       "local mode (generate, tokenize, prefill without a daemon): --local [--model PATH]\n"
       "  [--threads N] [--context N] [--state-dir DIR] [--cache-dir DIR] [--device auto|cpu|cuda]\n"
       "  [--host-cache-bytes N] [--hot-cache-bytes N] [--disk-cache-bytes N (0: no disk tier)]\n"
-      "  [--matmul-activations q8|f32 (f32: no 8-bit rounding of activations; decode ~5%% slower)]\n"
+      "  [--matmul-activations f32|q8 (q8: activations rounded to 8 bits as llama.cpp does)]\n"
       "  The default model is <cache-dir>/models/%s (scripts/fetch-model puts it there).\n"
       "  Cached prompt prefixes persist in <cache-dir>/kv (index in <state-dir>/kv-index).\n",
       kDefaultModelFile);

@@ -63,7 +63,7 @@ const Option kOptions[] = {
     {"sparse_split", Type::kString, 0, 0,
      "per-head | shared (each KV head's own budget, or a layer's budget shared among its KV heads by score)"},
     {"matmul_activations", Type::kString, 0, 0,
-     "q8 | f32 (activations rounded to 8 bits in the CPU matmuls, or kept in float)"},
+     "f32 | q8 (activations kept in float in the CPU matmuls, or rounded to 8 bits as llama.cpp does)"},
 };
 
 const Option* FindOption(std::string_view key) {

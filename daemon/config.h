@@ -55,7 +55,7 @@ struct DaemonConfig {
   int sparse_min_tokens = 0;         // auto goes sparse above this context; 0: the engine's (4096)
   std::string sparse_scoring = "sketch";  // sketch | sketch-only | bound
   std::string sparse_split = "per-head";   // per-head | shared (engine::EngineOptions)
-  std::string matmul_activations = "q8";  // q8 | f32 (engine::EngineOptions)
+  std::string matmul_activations = "f32";  // f32 | q8 (engine::EngineOptions)
 };
 
 // getenv-shaped lookup (tests pass a fake one).

@@ -74,16 +74,17 @@ struct EngineOptions {
   // auto goes sparse once the context exceeds this (DESIGN §5's 4096): with the sketch scoring
   // sparse answers passkey/needle cases within two cases in 50 of dense, decodes 1.6x (8K) to
   // 2.3x (16K) faster on the CPU, and its top-1 agreement with dense on natural text is 95.4%
-  // at budget 2048 against a 96.6% noise floor, 97.4% (floor 99.9%) with matmul_activations =
-  // f32 (BENCHMARKS.md, "Retrieval attention").
+  // at budget 2048 with matmul_activations = f32 (floor 99.9%), 95.4% with q8 (floor 96.6%)
+  // (BENCHMARKS.md, "Retrieval attention").
   // Set attention = "dense" (config or request) for exact dense decoding.
   int sparse_min_tokens = 4096;
-  // How the CPU matmuls treat activations (kernels::MatMulActs): "q8" rounds them to 8 bits
-  // per block of 32 as llama.cpp does (fastest); "f32" keeps them in float — decode is ~1.2x
-  // slower on the 2-core VM and prompt processing much slower, but logits no longer move by
-  // the rounding: dense decoding one token at a time then agrees with the same tokens in one
-  // batch on 99.7% of top-1s instead of 96.6% (BENCHMARKS.md, "Agreement").
-  std::string matmul_activations = "q8";
+  // How the CPU matmuls treat activations (kernels::MatMulActs): "f32" (the default) keeps
+  // them in float; "q8" rounds them to 8 bits per block of 32 as llama.cpp does. On the
+  // default model the rounding flips the top-1 token at ~3% of positions whenever anything
+  // upstream changes slightly (dense one token at a time vs the same tokens in one batch: 96.6%
+  // agreement with q8, 99.9% with f32), while f32 costs 2-4% of decode speed and nothing in
+  // prompt processing on the 2-core VM (BENCHMARKS.md, "Float activations").
+  std::string matmul_activations = "f32";
 };
 
 // The page scoring named by EngineOptions::sparse_scoring ("sketch", "sketch-only", "bound", or

@@ -245,14 +245,15 @@ TEST_F(CliModelTest, LocalModeStillWorks) {
   EXPECT_EQ(rt["hot_misses"].get<int64_t>(), rt["pages_promoted"].get<int64_t>()) << g.out;
   EXPECT_GT(rt["bytes_decompressed"].get<int64_t>(), 0) << g.out;
 
-  // Float activations: the same greedy answer to an easy question; a bad value is refused.
-  CommandResult f32 = RunCommand({KvtierBinary(), "generate", "--local", "--model", ModelPath(),
-                                  "--disk-cache-bytes", "0", "--threads", "2",
-                                  "--matmul-activations", "f32", "--max-tokens", "3",
-                                  "--temperature", "0", "--raw", "--prompt",
-                                  "The capital of France is"});
-  ASSERT_EQ(f32.exit_code, 0) << f32.err;
-  EXPECT_EQ(f32.out.rfind(" Paris", 0), 0u) << f32.out;
+  // 8-bit activations (llama.cpp's arithmetic; the default is float): the same greedy answer
+  // to an easy question; a bad value is refused.
+  CommandResult q8 = RunCommand({KvtierBinary(), "generate", "--local", "--model", ModelPath(),
+                                 "--disk-cache-bytes", "0", "--threads", "2",
+                                 "--matmul-activations", "q8", "--max-tokens", "3",
+                                 "--temperature", "0", "--raw", "--prompt",
+                                 "The capital of France is"});
+  ASSERT_EQ(q8.exit_code, 0) << q8.err;
+  EXPECT_EQ(q8.out.rfind(" Paris", 0), 0u) << q8.out;
   CommandResult bad = RunCommand({KvtierBinary(), "generate", "--local", "--model", ModelPath(),
                                   "--matmul-activations", "int4", "--prompt", "x"});
   EXPECT_NE(bad.exit_code, 0);

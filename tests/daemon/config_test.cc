@@ -62,7 +62,7 @@ TEST(ConfigTest, FlagsOverrideTheFile) {
 TEST(ConfigTest, RetrievalAttentionSettings) {
   const std::string path = WriteFile(
       "attention = \"sparse\"\nbudget_tokens = 1024\ndense_layers = 3\nsparse_scoring = "
-      "\"bound\"\nsparse_min_tokens = 4096\nmatmul_activations = \"f32\"\nsparse_split = \"shared\"\n");
+      "\"bound\"\nsparse_min_tokens = 4096\nmatmul_activations = \"q8\"\nsparse_split = \"shared\"\n");
   Result<CommandLine> cl = LoadConfig({"--config", path, "--recent-tokens", "128"}, FakeEnv({}));
   ASSERT_TRUE(cl.ok()) << cl.status().ToString();
   EXPECT_EQ(cl->config.attention, "sparse");
@@ -72,10 +72,10 @@ TEST(ConfigTest, RetrievalAttentionSettings) {
   EXPECT_EQ(cl->config.sparse_min_tokens, 4096);
   EXPECT_EQ(cl->config.recent_tokens, 128);
   EXPECT_EQ(cl->config.sink_tokens, 64);  // default kept
-  EXPECT_EQ(cl->config.matmul_activations, "f32");
+  EXPECT_EQ(cl->config.matmul_activations, "q8");
   Result<CommandLine> def = LoadConfig({}, FakeEnv({}));
   ASSERT_TRUE(def.ok()) << def.status().ToString();
-  EXPECT_EQ(def->config.matmul_activations, "q8");
+  EXPECT_EQ(def->config.matmul_activations, "f32");
   EXPECT_EQ(cl->config.sparse_split, "shared");
   EXPECT_EQ(def->config.sparse_split, "per-head");
 }
