@@ -316,29 +316,15 @@ KVTIER_AVX512 void RunTileQ32F(int tt, const uint8_t* const* wrow, int64_t nb, c
 template <DType kType>
 KVTIER_AVX512 void RowsQ32F(const WeightView& w, const float* x, const QuantizedActs& a,
                             int64_t row_begin, int64_t row_end, float* y) {
-  constexpr int kR = 4;
   const int64_t nb = w.cols / 32;
-  const auto* base = static_cast<const uint8_t*>(w.data);
-  float out[kR * kMaxTF];
-  for (int64_t r = row_begin; r < row_end; r += kR) {
-    const int rr = static_cast<int>(std::min<int64_t>(kR, row_end - r));
-    const uint8_t* wrow[kR];
-    for (int i = 0; i < rr; ++i) wrow[i] = base + static_cast<size_t>(r + i) * w.row_bytes;
-    for (int64_t t = 0; t < a.n_tokens; t += kMaxTF) {
-      const int tt = static_cast<int>(std::min<int64_t>(kMaxTF, a.n_tokens - t));
-      if (rr == kR) {
-        RunTileQ32F<kType, kR>(tt, wrow, nb, x, w.cols, t, out);
-        for (int j = 0; j < tt; ++j) {
-          for (int i = 0; i < kR; ++i) y[(t + j) * w.rows + r + i] = out[j * kR + i];
-        }
-      } else {
-        for (int i = 0; i < rr; ++i) {
-          RunTileQ32F<kType, 1>(tt, wrow + i, nb, x, w.cols, t, out);
-          for (int j = 0; j < tt; ++j) y[(t + j) * w.rows + r + i] = out[j];
-        }
-      }
-    }
-  }
+  ForEachRowTile<4, kMaxTF>(w, a.n_tokens, row_begin, row_end, y,
+                            [&](int rows, int tt, const uint8_t* const* wrow, int64_t t, float* out) {
+                              if (rows == 4) {
+                                RunTileQ32F<kType, 4>(tt, wrow, nb, x, w.cols, t, out);
+                              } else {
+                                RunTileQ32F<kType, 1>(tt, wrow, nb, x, w.cols, t, out);
+                              }
+                            });
 }
 
 }  // namespace

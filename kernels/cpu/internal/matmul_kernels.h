@@ -7,6 +7,7 @@
 // QuantizedActs, then runs one RowsKernel per thread over a contiguous range of output rows.
 #pragma once
 
+#include <algorithm>
 #include <cstdint>
 
 #include "kernels/cpu/ops.h"
@@ -79,5 +80,30 @@ KernelChoice Avx2FloatActsKernel(DType type);
 KernelChoice Avx512Kernel(DType type);
 // AVX-512 float-activation kernels for Q8_0, Q4_0 and Q4_1 (else Avx2FloatActsKernel's).
 KernelChoice Avx512FloatActsKernel(DType type);
+
+// The row x token tiling of a rows kernel whose tiles take up to kR rows and kMaxT tokens:
+// tile(rows, tt, wrow, t0, out) computes rows (kR, or 1 for the rows left over) x tt tokens
+// from token t0, out[t * rows + r] = row r . token (t0 + t); this writes them into y.
+template <int kR, int kMaxT, typename Tile>
+inline void ForEachRowTile(const WeightView& w, int64_t n_tokens, int64_t row_begin,
+                           int64_t row_end, float* y, Tile tile) {
+  const auto* base = static_cast<const uint8_t*>(w.data);
+  float out[kR * kMaxT];
+  for (int64_t r = row_begin; r < row_end; r += kR) {
+    const int rr = static_cast<int>(std::min<int64_t>(kR, row_end - r));
+    const uint8_t* wrow[kR];
+    for (int i = 0; i < rr; ++i) wrow[i] = base + static_cast<size_t>(r + i) * w.row_bytes;
+    for (int64_t t = 0; t < n_tokens; t += kMaxT) {
+      const int tt = static_cast<int>(std::min<int64_t>(kMaxT, n_tokens - t));
+      const int step = rr == kR ? kR : 1;
+      for (int i = 0; i < rr; i += step) {
+        tile(step, tt, wrow + i, t, out);
+        for (int j = 0; j < tt; ++j) {
+          for (int k = 0; k < step; ++k) y[(t + j) * w.rows + r + i + k] = out[j * step + k];
+        }
+      }
+    }
+  }
+}
 
 }  // namespace kvtier::kernels::internal
