@@ -177,26 +177,15 @@ KVTIER_AVX2 void RunTileQ32(int tt, const uint8_t* const* wrow, int64_t nb, cons
 template <DType kType>
 KVTIER_AVX2 void RowsQ32(const WeightView& w, const float* x, const QuantizedActs& a,
                          int64_t row_begin, int64_t row_end, float* y) {
-  constexpr int kR = 2;
   const int64_t nb = w.cols / 32;
-  const auto* base = static_cast<const uint8_t*>(w.data);
-  float out[kR * kMaxT];
-  for (int64_t r = row_begin; r < row_end; r += kR) {
-    const int rr = static_cast<int>(std::min<int64_t>(kR, row_end - r));
-    const uint8_t* wrow[kR];
-    for (int i = 0; i < rr; ++i) wrow[i] = base + static_cast<size_t>(r + i) * w.row_bytes;
-    for (int64_t t = 0; t < a.n_tokens; t += kMaxT) {
-      const int tt = static_cast<int>(std::min<int64_t>(kMaxT, a.n_tokens - t));
-      if (rr == kR) {
-        RunTileQ32<kType, kR>(tt, wrow, nb, a, t, out);
-      } else {
-        RunTileQ32<kType, 1>(tt, wrow, nb, a, t, out);
-      }
-      for (int j = 0; j < tt; ++j) {
-        for (int i = 0; i < rr; ++i) y[(t + j) * w.rows + r + i] = out[j * rr + i];
-      }
-    }
-  }
+  ForEachRowTile<2, kMaxT>(w, a.n_tokens, row_begin, row_end, y,
+                           [&](int rows, int tt, const uint8_t* const* wrow, int64_t t, float* out) {
+                             if (rows == 2) {
+                               RunTileQ32<kType, 2>(tt, wrow, nb, a, t, out);
+                             } else {
+                               RunTileQ32<kType, 1>(tt, wrow, nb, a, t, out);
+                             }
+                           });
 }
 
 // ---- Q4_K (activations in blocks of 256) ---------------------------------------------------

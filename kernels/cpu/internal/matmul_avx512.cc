@@ -183,28 +183,14 @@ template <DType kType, int kR>
 KVTIER_AVX512 void RowsQ32Tiled(const WeightView& w, const QuantizedActs& a, int64_t row_begin,
                                 int64_t row_end, float* y) {
   const int64_t nb = w.cols / 32;
-  const auto* base = static_cast<const uint8_t*>(w.data);
-  float out[kR * kMaxT];
-  for (int64_t r = row_begin; r < row_end; r += kR) {
-    const int rr = static_cast<int>(std::min<int64_t>(kR, row_end - r));
-    const uint8_t* wrow[kR];
-    for (int i = 0; i < rr; ++i) wrow[i] = base + static_cast<size_t>(r + i) * w.row_bytes;
-    for (int64_t t = 0; t < a.n_tokens; t += kMaxT) {
-      const int tt = static_cast<int>(std::min<int64_t>(kMaxT, a.n_tokens - t));
-      if (rr == kR) {
-        RunTile<kType, kR>(tt, wrow, nb, a, t, out);
-      } else {
-        for (int i = 0; i < rr; ++i) RunTile<kType, 1>(tt, wrow + i, nb, a, t, out + i * tt);
-        for (int j = 0; j < tt; ++j) {
-          for (int i = 0; i < rr; ++i) y[(t + j) * w.rows + r + i] = out[i * tt + j];
-        }
-        continue;
-      }
-      for (int j = 0; j < tt; ++j) {
-        for (int i = 0; i < rr; ++i) y[(t + j) * w.rows + r + i] = out[j * rr + i];
-      }
-    }
-  }
+  ForEachRowTile<kR, kMaxT>(w, a.n_tokens, row_begin, row_end, y,
+                            [&](int rows, int tt, const uint8_t* const* wrow, int64_t t, float* out) {
+                              if (rows == kR) {
+                                RunTile<kType, kR>(tt, wrow, nb, a, t, out);
+                              } else {
+                                RunTile<kType, 1>(tt, wrow, nb, a, t, out);
+                              }
+                            });
 }
 
 // Decode-sized batches (1-2 tokens) take 4 rows per tile: more independent weight streams and
