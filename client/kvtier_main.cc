@@ -276,10 +276,7 @@ kvtier::Result<std::unique_ptr<kvtier::engine::Engine>> OpenLocalEngine(const Ar
     if (v == 0) opt.cache_dir.clear();  // no disk tier
   }
   if (a.values.count("matmul-activations")) {
-    opt.matmul_activations = a.values.at("matmul-activations");
-    if (opt.matmul_activations != "q8" && opt.matmul_activations != "f32") {
-      return kvtier::InvalidArgumentError("--matmul-activations must be q8 or f32");
-    }
+    opt.matmul_activations = a.values.at("matmul-activations");  // Engine::Create validates it
   }
   if (a.values.count("device")) {
     const std::string& d = a.values.at("device");
