@@ -217,7 +217,7 @@ kvtier::Status MakeRig(const Args& a, int64_t tokens, Rig* r) {
   r->fwd = std::make_unique<model::ForwardPass>(*r->m, *r->threads, 512);
   const std::string acts = a.Get("acts", engine::EngineOptions().matmul_activations);
   if (acts != "q8" && acts != "f32") return kvtier::InvalidArgumentError("--acts: q8 or f32");
-  r->fwd->set_matmul_acts(acts == "f32" ? kernels::MatMulActs::kF32 : kernels::MatMulActs::kQ8);
+  r->fwd->set_matmul_acts(engine::MatMulActsOf(acts));
   r->kv = model::KvView{r->pool->view(), r->seq->page_tables()};
   return kvtier::Status::Ok();
 }
@@ -265,8 +265,7 @@ model::SparseAttention SparseOf(const Args& a, int budget, const std::string& sc
   s.sink_tokens = std::atoi(a.Get("sink", std::to_string(s.sink_tokens)).c_str());
   s.recent_tokens = std::atoi(a.Get("recent", std::to_string(s.recent_tokens)).c_str());
   s.scoring = engine::ScoringModeOf(scoring);
-  s.split = a.Get("split", "per-head") == "shared" ? kernels::BudgetSplit::kShared
-                                                   : kernels::BudgetSplit::kPerHead;
+  s.split = engine::BudgetSplitOf(a.Get("split", engine::EngineOptions().sparse_split));
   return s;
 }
 

@@ -92,8 +92,7 @@ model::SparseAttention SparseFor(const EngineOptions& o, const std::string& mode
   s.budget_tokens = budget;
   s.sink_tokens = o.sink_tokens;
   s.recent_tokens = o.recent_tokens;
-  s.split = o.sparse_split == "shared" ? kernels::BudgetSplit::kShared
-                                       : kernels::BudgetSplit::kPerHead;
+  s.split = BudgetSplitOf(o.sparse_split);
   return s;
 }
 
@@ -151,6 +150,14 @@ kernels::ScoringMode ScoringModeOf(const std::string& name) {
          : name == "exact"       ? kernels::ScoringMode::kExact
          : name == "sketch-only" ? kernels::ScoringMode::kSketchOnly
                                  : kernels::ScoringMode::kSketch;
+}
+
+kernels::BudgetSplit BudgetSplitOf(const std::string& name) {
+  return name == "shared" ? kernels::BudgetSplit::kShared : kernels::BudgetSplit::kPerHead;
+}
+
+kernels::MatMulActs MatMulActsOf(const std::string& name) {
+  return name == "q8" ? kernels::MatMulActs::kQ8 : kernels::MatMulActs::kF32;
 }
 
 Engine::~Engine() = default;
@@ -261,8 +268,7 @@ Result<std::unique_ptr<Engine>> Engine::Create(const EngineOptions& options) {
                                                    tier_options);
   e->forward_ = std::make_unique<model::ForwardPass>(*e->model_, *e->threads_,
                                                      std::max(1, options.batch_tokens));
-  e->forward_->set_matmul_acts(options.matmul_activations == "f32" ? kernels::MatMulActs::kF32
-                                                                   : kernels::MatMulActs::kQ8);
+  e->forward_->set_matmul_acts(MatMulActsOf(options.matmul_activations));
   return e;
 }
 

@@ -90,6 +90,10 @@ struct EngineOptions {
 // The page scoring named by EngineOptions::sparse_scoring ("sketch", "sketch-only", "bound", or
 // the benchmark reference "exact"); any other name is "sketch".
 kernels::ScoringMode ScoringModeOf(const std::string& name);
+// The split named by EngineOptions::sparse_split ("shared"; any other name is per-head) and
+// the activations named by EngineOptions::matmul_activations ("q8"; any other name is f32).
+kernels::BudgetSplit BudgetSplitOf(const std::string& name);
+kernels::MatMulActs MatMulActsOf(const std::string& name);
 
 struct GenerateRequest {
   std::string prompt;                        // used when messages is empty
