@@ -159,33 +159,15 @@ KVTIER_AVX2 void TileQ32(const uint8_t* const* wrow, int64_t nb, const Quantized
   }
 }
 
-template <DType kType, int R>
-KVTIER_AVX2 void RunTileQ32(int tt, const uint8_t* const* wrow, int64_t nb, const QuantizedActs& a,
-                            int64_t t0, float* out) {
-  switch (tt) {
-    case 1:
-      return TileQ32<kType, R, 1>(wrow, nb, a, t0, out);
-    case 2:
-      return TileQ32<kType, R, 2>(wrow, nb, a, t0, out);
-    case 3:
-      return TileQ32<kType, R, 3>(wrow, nb, a, t0, out);
-    default:
-      return TileQ32<kType, R, 4>(wrow, nb, a, t0, out);
-  }
-}
-
 template <DType kType>
 KVTIER_AVX2 void RowsQ32(const WeightView& w, const float* x, const QuantizedActs& a,
                          int64_t row_begin, int64_t row_end, float* y) {
   const int64_t nb = w.cols / 32;
-  ForEachRowTile<2, kMaxT>(w, a.n_tokens, row_begin, row_end, y,
-                           [&](int rows, int tt, const uint8_t* const* wrow, int64_t t, float* out) {
-                             if (rows == 2) {
-                               RunTileQ32<kType, 2>(tt, wrow, nb, a, t, out);
-                             } else {
-                               RunTileQ32<kType, 1>(tt, wrow, nb, a, t, out);
-                             }
-                           });
+  ForEachRowTile<2, kMaxT>(
+      w, a.n_tokens, row_begin, row_end, y,
+      [&](auto rows, auto tokens, const uint8_t* const* wrow, int64_t t, float* out) {
+        TileQ32<kType, decltype(rows)::value, decltype(tokens)::value>(wrow, nb, a, t, out);
+      });
 }
 
 // ---- Q4_K (activations in blocks of 256) ---------------------------------------------------
@@ -494,33 +476,16 @@ KVTIER_AVX2 void TileQ32FloatActs(const uint8_t* const* wrow, int64_t nb, const 
   }
 }
 
-template <DType kType, int R>
-KVTIER_AVX2 void RunTileQ32FloatActs(int tt, const uint8_t* const* wrow, int64_t nb,
-                                     const float* x, int64_t cols, int64_t t0, float* out) {
-  switch (tt) {
-    case 1:
-      return TileQ32FloatActs<kType, R, 1>(wrow, nb, x, cols, t0, out);
-    case 2:
-      return TileQ32FloatActs<kType, R, 2>(wrow, nb, x, cols, t0, out);
-    case 3:
-      return TileQ32FloatActs<kType, R, 3>(wrow, nb, x, cols, t0, out);
-    default:
-      return TileQ32FloatActs<kType, R, 4>(wrow, nb, x, cols, t0, out);
-  }
-}
-
 template <DType kType>
 KVTIER_AVX2 void RowsQ32FloatActs(const WeightView& w, const float* x, const QuantizedActs& a,
                                   int64_t row_begin, int64_t row_end, float* y) {
   const int64_t nb = w.cols / 32;
-  ForEachRowTile<4, kMaxT>(w, a.n_tokens, row_begin, row_end, y,
-                           [&](int rows, int tt, const uint8_t* const* wrow, int64_t t, float* out) {
-                             if (rows == 4) {
-                               RunTileQ32FloatActs<kType, 4>(tt, wrow, nb, x, w.cols, t, out);
-                             } else {
-                               RunTileQ32FloatActs<kType, 1>(tt, wrow, nb, x, w.cols, t, out);
-                             }
-                           });
+  ForEachRowTile<4, kMaxT>(
+      w, a.n_tokens, row_begin, row_end, y,
+      [&](auto rows, auto tokens, const uint8_t* const* wrow, int64_t t, float* out) {
+        TileQ32FloatActs<kType, decltype(rows)::value, decltype(tokens)::value>(wrow, nb, x, w.cols,
+                                                                                t, out);
+      });
 }
 
 }  // namespace

@@ -156,41 +156,15 @@ KVTIER_AVX512 void TileQ32(const uint8_t* const* wrow, int64_t nb, const Quantiz
   }
 }
 
-template <DType kType, int R>
-KVTIER_AVX512 void RunTile(int tt, const uint8_t* const* wrow, int64_t nb, const QuantizedActs& a,
-                           int64_t t0, float* out) {
-  switch (tt) {
-    case 1:
-      return TileQ32<kType, R, 1>(wrow, nb, a, t0, out);
-    case 2:
-      return TileQ32<kType, R, 2>(wrow, nb, a, t0, out);
-    case 3:
-      return TileQ32<kType, R, 3>(wrow, nb, a, t0, out);
-    case 4:
-      return TileQ32<kType, R, 4>(wrow, nb, a, t0, out);
-    case 5:
-      return TileQ32<kType, R, 5>(wrow, nb, a, t0, out);
-    case 6:
-      return TileQ32<kType, R, 6>(wrow, nb, a, t0, out);
-    case 7:
-      return TileQ32<kType, R, 7>(wrow, nb, a, t0, out);
-    default:
-      return TileQ32<kType, R, 8>(wrow, nb, a, t0, out);
-  }
-}
-
 template <DType kType, int kR>
 KVTIER_AVX512 void RowsQ32Tiled(const WeightView& w, const QuantizedActs& a, int64_t row_begin,
                                 int64_t row_end, float* y) {
   const int64_t nb = w.cols / 32;
-  ForEachRowTile<kR, kMaxT>(w, a.n_tokens, row_begin, row_end, y,
-                            [&](int rows, int tt, const uint8_t* const* wrow, int64_t t, float* out) {
-                              if (rows == kR) {
-                                RunTile<kType, kR>(tt, wrow, nb, a, t, out);
-                              } else {
-                                RunTile<kType, 1>(tt, wrow, nb, a, t, out);
-                              }
-                            });
+  ForEachRowTile<kR, kMaxT>(
+      w, a.n_tokens, row_begin, row_end, y,
+      [&](auto rows, auto tokens, const uint8_t* const* wrow, int64_t t, float* out) {
+        TileQ32<kType, decltype(rows)::value, decltype(tokens)::value>(wrow, nb, a, t, out);
+      });
 }
 
 // Decode-sized batches (1-2 tokens) take 4 rows per tile: more independent weight streams and
@@ -284,33 +258,16 @@ KVTIER_AVX512 void TileQ32F(const uint8_t* const* wrow, int64_t nb, const float*
   }
 }
 
-template <DType kType, int R>
-KVTIER_AVX512 void RunTileQ32F(int tt, const uint8_t* const* wrow, int64_t nb, const float* x,
-                               int64_t cols, int64_t t0, float* out) {
-  switch (tt) {
-    case 1:
-      return TileQ32F<kType, R, 1>(wrow, nb, x, cols, t0, out);
-    case 2:
-      return TileQ32F<kType, R, 2>(wrow, nb, x, cols, t0, out);
-    case 3:
-      return TileQ32F<kType, R, 3>(wrow, nb, x, cols, t0, out);
-    default:
-      return TileQ32F<kType, R, 4>(wrow, nb, x, cols, t0, out);
-  }
-}
-
 template <DType kType>
 KVTIER_AVX512 void RowsQ32F(const WeightView& w, const float* x, const QuantizedActs& a,
                             int64_t row_begin, int64_t row_end, float* y) {
   const int64_t nb = w.cols / 32;
-  ForEachRowTile<4, kMaxTF>(w, a.n_tokens, row_begin, row_end, y,
-                            [&](int rows, int tt, const uint8_t* const* wrow, int64_t t, float* out) {
-                              if (rows == 4) {
-                                RunTileQ32F<kType, 4>(tt, wrow, nb, x, w.cols, t, out);
-                              } else {
-                                RunTileQ32F<kType, 1>(tt, wrow, nb, x, w.cols, t, out);
-                              }
-                            });
+  ForEachRowTile<4, kMaxTF>(
+      w, a.n_tokens, row_begin, row_end, y,
+      [&](auto rows, auto tokens, const uint8_t* const* wrow, int64_t t, float* out) {
+        TileQ32F<kType, decltype(rows)::value, decltype(tokens)::value>(wrow, nb, x, w.cols, t,
+                                                                        out);
+      });
 }
 
 }  // namespace

@@ -9,6 +9,7 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <type_traits>
 
 #include "kernels/cpu/ops.h"
 #include "kernels/dtype.h"
@@ -81,9 +82,19 @@ KernelChoice Avx512Kernel(DType type);
 // AVX-512 float-activation kernels for Q8_0, Q4_0 and Q4_1 (else Avx2FloatActsKernel's).
 KernelChoice Avx512FloatActsKernel(DType type);
 
+// Calls f(std::integral_constant<int, n>{}) for a run-time n in [1, kMax] (n > kMax: kMax).
+template <int kMax, typename F>
+inline void WithConstant(int n, F&& f) {
+  if constexpr (kMax > 1) {
+    if (n < kMax) return WithConstant<kMax - 1>(n, f);
+  }
+  f(std::integral_constant<int, kMax>{});
+}
+
 // The row x token tiling of a rows kernel whose tiles take up to kR rows and kMaxT tokens:
-// tile(rows, tt, wrow, t0, out) computes rows (kR, or 1 for the rows left over) x tt tokens
-// from token t0, out[t * rows + r] = row r . token (t0 + t); this writes them into y.
+// tile(rows, tokens, wrow, t0, out), rows and tokens std::integral_constant<int, ...> (kR, or 1
+// for the rows left over; 1..kMaxT), computes those rows x tokens from token t0,
+// out[t * rows + r] = row r . token (t0 + t); this writes them into y.
 template <int kR, int kMaxT, typename Tile>
 inline void ForEachRowTile(const WeightView& w, int64_t n_tokens, int64_t row_begin,
                            int64_t row_end, float* y, Tile tile) {
@@ -97,7 +108,13 @@ inline void ForEachRowTile(const WeightView& w, int64_t n_tokens, int64_t row_be
       const int tt = static_cast<int>(std::min<int64_t>(kMaxT, n_tokens - t));
       const int step = rr == kR ? kR : 1;
       for (int i = 0; i < rr; i += step) {
-        tile(step, tt, wrow + i, t, out);
+        WithConstant<kMaxT>(tt, [&](auto tokens) {
+          if (step == kR) {
+            tile(std::integral_constant<int, kR>{}, tokens, wrow + i, t, out);
+          } else {
+            tile(std::integral_constant<int, 1>{}, tokens, wrow + i, t, out);
+          }
+        });
         for (int j = 0; j < tt; ++j) {
           for (int k = 0; k < step; ++k) y[(t + j) * w.rows + r + i + k] = out[j * step + k];
         }
