@@ -9,7 +9,7 @@
 //   retrieval_quality_tool tiered [--context 8192] [--cases 10] [--budget 2048]
 //                                 [--device-frac 0.5] [--host-frac 0.25] [--hot-frac 0.9]
 //                                 [--kind passkey|needle] [--disk-codec q8+zstd]
-//   cases, agree and speed: [--dense-layers 2] [--sink 64] [--recent 256] (the sparse layout)
+//   every subcommand: [--dense-layers 2] [--sink 64] [--recent 256] (the sparse layout)
 //   common: [--model M] [--threads T] [--scoring sketch,sketch-only,bound] (page scoring of the
 //   sparse runs, kernels/cpu/retrieval.h; each listed mode is run; also `exact`, a reference
 //   computed from the keys, for agree and speed) [--split shared|per-head] (how a layer's
@@ -102,6 +102,21 @@ struct Args {
   }
 };
 
+// The engine settings every subcommand takes from the command line: --model, --threads, the
+// sparse layout (--dense-layers, --sink, --recent), --split and --acts; defaults as
+// engine::EngineOptions.
+engine::EngineOptions OptionsOf(const Args& a) {
+  engine::EngineOptions o;
+  o.model_path = a.Get("model", "");
+  o.threads = std::atoi(a.Get("threads", "2").c_str());
+  o.dense_layers = std::atoi(a.Get("dense-layers", std::to_string(o.dense_layers)).c_str());
+  o.sink_tokens = std::atoi(a.Get("sink", std::to_string(o.sink_tokens)).c_str());
+  o.recent_tokens = std::atoi(a.Get("recent", std::to_string(o.recent_tokens)).c_str());
+  o.sparse_split = a.Get("split", o.sparse_split);
+  o.matmul_activations = a.Get("acts", o.matmul_activations);
+  return o;
+}
+
 // ---- cases ------------------------------------------------------------------------------------
 
 int RunCases(const Args& a) {
@@ -121,16 +136,9 @@ int RunCases(const Args& a) {
   const std::string kinds = a.Get("kind", "both");
   int max_ctx = 0;
   for (int c : contexts) max_ctx = std::max(max_ctx, c);
-  engine::EngineOptions o;
-  o.model_path = a.Get("model", "");
-  o.threads = std::atoi(a.Get("threads", "2").c_str());
+  engine::EngineOptions o = OptionsOf(a);
   o.context_tokens = max_ctx + 256;
   o.host_cache_bytes = 0;  // device tier only: no write-through encoding in the loop
-  o.dense_layers = std::atoi(a.Get("dense-layers", std::to_string(o.dense_layers)).c_str());
-  o.sink_tokens = std::atoi(a.Get("sink", std::to_string(o.sink_tokens)).c_str());
-  o.recent_tokens = std::atoi(a.Get("recent", std::to_string(o.recent_tokens)).c_str());
-  o.sparse_split = a.Get("split", o.sparse_split);
-  o.matmul_activations = a.Get("acts", o.matmul_activations);
   // Room for two sequences and the cached haystacks of the previous case.
   o.kv_capacity_bytes = 4ull * (max_ctx + 256) / 16 * 30 * 12288;
   auto e = engine::Engine::Create(o);
@@ -205,9 +213,10 @@ struct Rig {
 };
 
 kvtier::Status MakeRig(const Args& a, int64_t tokens, Rig* r) {
-  ASSIGN_OR_RETURN(r->m, model::Model::Load(a.Get("model", "")));
+  const engine::EngineOptions o = OptionsOf(a);
+  ASSIGN_OR_RETURN(r->m, model::Model::Load(o.model_path));
   const model::ModelConfig& c = r->m->config();
-  r->threads = std::make_unique<kernels::ThreadPool>(std::atoi(a.Get("threads", "2").c_str()));
+  r->threads = std::make_unique<kernels::ThreadPool>(o.threads);
   cache::PageShape shape{16, c.n_kv_heads, c.head_dim};
   const uint64_t pages = static_cast<uint64_t>((tokens + 15) / 16 + 1) * c.n_layers;
   ASSIGN_OR_RETURN(
@@ -215,9 +224,10 @@ kvtier::Status MakeRig(const Args& a, int64_t tokens, Rig* r) {
   r->seq = std::make_unique<cache::SequenceKv>(*r->pool, c.n_layers);
   RETURN_IF_ERROR(r->seq->Reserve(tokens));
   r->fwd = std::make_unique<model::ForwardPass>(*r->m, *r->threads, 512);
-  const std::string acts = a.Get("acts", engine::EngineOptions().matmul_activations);
-  if (acts != "q8" && acts != "f32") return kvtier::InvalidArgumentError("--acts: q8 or f32");
-  r->fwd->set_matmul_acts(engine::MatMulActsOf(acts));
+  if (o.matmul_activations != "q8" && o.matmul_activations != "f32") {
+    return kvtier::InvalidArgumentError("--acts: q8 or f32");
+  }
+  r->fwd->set_matmul_acts(engine::MatMulActsOf(o.matmul_activations));
   r->kv = model::KvView{r->pool->view(), r->seq->page_tables()};
   return kvtier::Status::Ok();
 }
@@ -255,17 +265,18 @@ kvtier::Status Prefill(Rig& r, const std::vector<int32_t>& tokens, int64_t n) {
                     nullptr);
 }
 
-// The sparse settings of agree and speed: the budget and scoring of the run, the layout flags
-// (--dense-layers, --sink, --recent) shared by every run, defaults as model::SparseAttention.
+// The sparse settings of agree and speed: the budget and scoring of the run, the layout and
+// split flags shared by every run (OptionsOf).
 model::SparseAttention SparseOf(const Args& a, int budget, const std::string& scoring) {
   model::SparseAttention s;
   s.enabled = true;
   s.budget_tokens = budget;
-  s.dense_layers = std::atoi(a.Get("dense-layers", std::to_string(s.dense_layers)).c_str());
-  s.sink_tokens = std::atoi(a.Get("sink", std::to_string(s.sink_tokens)).c_str());
-  s.recent_tokens = std::atoi(a.Get("recent", std::to_string(s.recent_tokens)).c_str());
+  const engine::EngineOptions o = OptionsOf(a);
+  s.dense_layers = o.dense_layers;
+  s.sink_tokens = o.sink_tokens;
+  s.recent_tokens = o.recent_tokens;
   s.scoring = engine::ScoringModeOf(scoring);
-  s.split = engine::BudgetSplitOf(a.Get("split", engine::EngineOptions().sparse_split));
+  s.split = engine::BudgetSplitOf(o.sparse_split);
   return s;
 }
 
@@ -490,16 +501,12 @@ int RunTiered(const Args& a) {
       a.Get("kind", "passkey") == "needle" ? bench::CaseKind::kNeedle : bench::CaseKind::kPasskey;
   char tmpl[] = "/tmp/kvtier_tiered_XXXXXX";
   const std::string dir = a.Get("dir", "").empty() ? std::string(mkdtemp(tmpl)) : a.Get("dir", "");
-  engine::EngineOptions o;
-  o.model_path = a.Get("model", "");
-  o.threads = std::atoi(a.Get("threads", "2").c_str());
+  engine::EngineOptions o = OptionsOf(a);
   o.context_tokens = ctx + 256;
   o.cache_dir = dir + "/cache";
   o.state_dir = dir + "/state";
   o.host_cache_bytes = 4ull << 30;
   o.disk_codec = a.Get("disk-codec", o.disk_codec);  // the records' codec on disk
-  o.sparse_split = a.Get("split", o.sparse_split);
-  o.matmul_activations = a.Get("acts", o.matmul_activations);
   std::vector<bench::RetrievalCase> cases;
   int dense_ok = 0, uncapped_ok = 0;
   double uncapped_ms = 0;
