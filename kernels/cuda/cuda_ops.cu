@@ -6,6 +6,8 @@
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
 
+#include <algorithm>
+#include <cstdint>
 #include <string>
 
 #include "kernels/cuda/cuda_ops.h"
@@ -17,7 +19,12 @@ constexpr int kWarp = 32;
 constexpr int kMaxHeadDim = 256;
 constexpr int kMaxPerLane = kMaxHeadDim / kWarp;
 constexpr int kAttnWarps = 4;
-constexpr int kPagesPerSplit = 32;  // one block of the partial kernel covers up to 512 keys
+// Split-k of decode attention: at most kMaxSplits blocks per KV head (so the merge stays short
+// however long the context), at least kMinSplitPages pages per block (one per warp).
+constexpr int kMaxSplits = 256;
+constexpr int kMinSplitPages = kAttnWarps;
+constexpr int kMergeThreads = 1024;
+constexpr int kFastPageTokens = 16;  // GroupDecodeKernel's page size (the default)
 
 cudaStream_t AsStream(void* stream) { return static_cast<cudaStream_t>(stream); }
 
@@ -175,15 +182,23 @@ __global__ void FillRandomKernel(uint16_t* x, int64_t n, uint64_t seed, float si
 }
 
 // ---- Decode attention ---------------------------------------------------------------------
+// Two kernels produce the same (m, l, o) partials per (query head, split), merged by
+// MergeSplitsKernel when there is more than one split:
+//   GroupDecodeKernel, the fast path (head_dim 64 or 128, 16-token pages, a GQA group of at most
+//     8 or 4 heads): one block per (KV head, split), so each K/V page is read once for the whole
+//     group; a warp reads a page with 16-byte loads, all of K and V at once.
+//   DecodeAttentionKernel, every other shape: one block per (query head, split), a lane per
+//     dimension, one key at a time.
+
 // Grid (n_heads, n_splits), kAttnWarps warps per block. Warp w of split s walks pages
-// s*kPagesPerSplit + w, + kAttnWarps, ...; lane owns dims lane + 32*k. Each warp keeps its own
+// s*pages_per_split + w, + kAttnWarps, ...; lane owns dims lane + 32*k. Each warp keeps its own
 // online-softmax state; the block merges its warps, then either writes the normalised output
 // (one split) or the partial (m, l, o) for MergeSplitsKernel.
 __global__ void __launch_bounds__(kAttnWarps* kWarp)
     DecodeAttentionKernel(const __half* pool_base, int page_tokens, int n_kv_heads, int head_dim,
-                          const PageRef* pages, int n_pages, int pages_stride, const float* q,
-                          int32_t q_pos, int group, float scale, float* out, float* partials,
-                          int n_splits) {
+                          const PageRef* pages, int n_pages, int pages_stride, int pages_per_split,
+                          const float* q, int32_t q_pos, int group, float scale, float* out,
+                          float* partials, int n_splits) {
   const int h = blockIdx.x;
   const int split = blockIdx.y;
   const int warp = threadIdx.x / kWarp, lane = threadIdx.x % kWarp;
@@ -200,8 +215,8 @@ __global__ void __launch_bounds__(kAttnWarps* kWarp)
     acc[k] = 0.0f;
   }
   float m = -INFINITY, l = 0.0f;
-  const int p_begin = split * kPagesPerSplit;
-  const int p_end = min(n_pages, p_begin + kPagesPerSplit);
+  const int p_begin = split * pages_per_split;
+  const int p_end = min(n_pages, p_begin + pages_per_split);
   for (int p = p_begin + warp; p < p_end; p += kAttnWarps) {
     const PageRef pr = pages[p];
     if (pr.first_pos > q_pos) break;
@@ -270,28 +285,238 @@ __global__ void __launch_bounds__(kAttnWarps* kWarp)
   }
 }
 
-// Grid n_heads, one thread per dim: combines the splits of one head.
-__global__ void MergeSplitsKernel(const float* partials, int n_splits, int head_dim, float* out) {
-  const int h = blockIdx.x;
-  const float* base = partials + static_cast<size_t>(h) * n_splits * (head_dim + 2);
-  float mm = -INFINITY;
-  for (int s = 0; s < n_splits; ++s) mm = fmaxf(mm, base[s * (head_dim + 2)]);
-  for (int d = threadIdx.x; d < head_dim; d += blockDim.x) {
-    float o = 0.0f, l = 0.0f;
-    if (mm != -INFINITY) {
-      for (int s = 0; s < n_splits; ++s) {
-        const float* part = base + s * (head_dim + 2);
-        const float w = expf(part[0] - mm);
-        l += part[1] * w;
-        o += part[2 + d] * w;
+// The fast path. Grid (n_kv_heads, n_splits), kAttnWarps warps per block; warp w of split s
+// takes pages s*pages_per_split + w, + kAttnWarps, ... A warp reads one page's K and V rows of
+// its KV head (16 tokens x D f16 each, contiguous) with 16-byte loads: lane = (token row t of a
+// pass, 8-dim chunk c), kLanes = D/8 lanes per row, kRows = 32/kLanes rows per pass. Each lane
+// keeps, for every query head of the group, 8 dims of q and of the output accumulator; dot
+// products are summed over the kLanes lanes of a row, and the softmax state (m, l) is updated
+// once per page. At the end the rows' accumulators are summed and the block merges its warps.
+template <int D, int G>
+__global__ void __launch_bounds__(kAttnWarps* kWarp)
+    GroupDecodeKernel(const __half* pool_base, int n_kv_heads, const PageRef* pages, int n_pages,
+                      int pages_stride, int pages_per_split, const float* q, int32_t q_pos,
+                      float scale, float* out, float* partials, int n_splits) {
+  constexpr int kLanes = D / 8;
+  constexpr int kRows = kWarp / kLanes;
+  constexpr int kPasses = kFastPageTokens / kRows;
+  static_assert(kWarp % kLanes == 0 && kFastPageTokens % kRows == 0, "unsupported head_dim");
+  const int kvh = blockIdx.x, split = blockIdx.y;
+  const int warp = threadIdx.x / kWarp, lane = threadIdx.x % kWarp;
+  const int row = lane / kLanes, c = lane % kLanes;
+  pages += static_cast<size_t>(kvh) * pages_stride;
+  const size_t half_elems = static_cast<size_t>(kFastPageTokens) * n_kv_heads * D;
+
+  float qv[G][8], acc[G][8], m[G], l[G];
+#pragma unroll
+  for (int g = 0; g < G; ++g) {
+    const float* qh = q + static_cast<size_t>(kvh * G + g) * D + c * 8;
+#pragma unroll
+    for (int i = 0; i < 8; ++i) {
+      qv[g][i] = qh[i] * scale;
+      acc[g][i] = 0.0f;
+    }
+    m[g] = -INFINITY;
+    l[g] = 0.0f;
+  }
+  const int p_begin = split * pages_per_split;
+  const int p_end = min(n_pages, p_begin + pages_per_split);
+  for (int p = p_begin + warp; p < p_end; p += kAttnWarps) {
+    const PageRef pr = pages[p];
+    if (pr.first_pos > q_pos) break;  // position order: every later page is masked too
+    const __half* kb = pool_base + static_cast<size_t>(pr.page) * 2 * half_elems +
+                       static_cast<size_t>(kvh) * kFastPageTokens * D + row * D + c * 8;
+    const __half* vb = kb + half_elems;
+    uint4 kr[kPasses], vr[kPasses];
+#pragma unroll
+    for (int j = 0; j < kPasses; ++j) {
+      kr[j] = __ldg(reinterpret_cast<const uint4*>(kb + j * kRows * D));
+      vr[j] = __ldg(reinterpret_cast<const uint4*>(vb + j * kRows * D));
+    }
+    const int n_valid = min(min(pr.n_tokens, kFastPageTokens), q_pos - pr.first_pos + 1);
+    float sc[G][kPasses];
+#pragma unroll
+    for (int j = 0; j < kPasses; ++j) {
+      float kf[8];
+      const __half2* k2 = reinterpret_cast<const __half2*>(&kr[j]);
+#pragma unroll
+      for (int i = 0; i < 4; ++i) {
+        const float2 f = __half22float2(k2[i]);
+        kf[2 * i] = f.x;
+        kf[2 * i + 1] = f.y;
+      }
+      const bool valid = j * kRows + row < n_valid;
+#pragma unroll
+      for (int g = 0; g < G; ++g) {
+        float dot = 0.0f;
+#pragma unroll
+        for (int i = 0; i < 8; ++i) dot += qv[g][i] * kf[i];
+#pragma unroll
+        for (int off = kLanes / 2; off > 0; off /= 2) {
+          dot += __shfl_xor_sync(0xffffffffu, dot, off);
+        }
+        sc[g][j] = valid ? dot : -INFINITY;
       }
     }
-    out[static_cast<size_t>(h) * head_dim + d] = l > 0.0f ? o / l : 0.0f;
+#pragma unroll
+    for (int g = 0; g < G; ++g) {
+      float mx = -INFINITY;
+#pragma unroll
+      for (int j = 0; j < kPasses; ++j) mx = fmaxf(mx, sc[g][j]);
+#pragma unroll
+      for (int off = kLanes; off < kWarp; off *= 2) {
+        mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, off));
+      }
+      const float m_new = fmaxf(m[g], mx);
+      // m_new = -inf only when no key was visible yet: nothing to add (and -inf - -inf is NaN).
+      const float alpha = m_new == -INFINITY ? 1.0f : expf(m[g] - m_new);
+      float sum = 0.0f;
+#pragma unroll
+      for (int j = 0; j < kPasses; ++j) {
+        sc[g][j] = sc[g][j] == -INFINITY ? 0.0f : expf(sc[g][j] - m_new);
+        sum += sc[g][j];
+      }
+#pragma unroll
+      for (int off = kLanes; off < kWarp; off *= 2) sum += __shfl_xor_sync(0xffffffffu, sum, off);
+      l[g] = l[g] * alpha + sum;
+      m[g] = m_new;
+#pragma unroll
+      for (int i = 0; i < 8; ++i) acc[g][i] *= alpha;
+    }
+#pragma unroll
+    for (int j = 0; j < kPasses; ++j) {
+      float vf[8];
+      const __half2* v2 = reinterpret_cast<const __half2*>(&vr[j]);
+#pragma unroll
+      for (int i = 0; i < 4; ++i) {
+        const float2 f = __half22float2(v2[i]);
+        vf[2 * i] = f.x;
+        vf[2 * i + 1] = f.y;
+      }
+#pragma unroll
+      for (int g = 0; g < G; ++g) {
+#pragma unroll
+        for (int i = 0; i < 8; ++i) acc[g][i] += sc[g][j] * vf[i];
+      }
+    }
+  }
+  // Sum the rows' accumulators: lanes c, c + kLanes, ... hold the same dims.
+#pragma unroll
+  for (int g = 0; g < G; ++g) {
+#pragma unroll
+    for (int i = 0; i < 8; ++i) {
+#pragma unroll
+      for (int off = kLanes; off < kWarp; off *= 2) {
+        acc[g][i] += __shfl_xor_sync(0xffffffffu, acc[g][i], off);
+      }
+    }
+  }
+
+  __shared__ float s_m[kAttnWarps][G], s_l[kAttnWarps][G];
+  __shared__ float s_o[kAttnWarps][G][D];
+  if (lane == 0) {
+#pragma unroll
+    for (int g = 0; g < G; ++g) {
+      s_m[warp][g] = m[g];
+      s_l[warp][g] = l[g];
+    }
+  }
+  if (row == 0) {
+#pragma unroll
+    for (int g = 0; g < G; ++g) {
+#pragma unroll
+      for (int i = 0; i < 8; ++i) s_o[warp][g][c * 8 + i] = acc[g][i];
+    }
+  }
+  __syncthreads();
+  for (int idx = threadIdx.x; idx < G * D; idx += blockDim.x) {
+    const int g = idx / D, d = idx % D;
+    float mm = -INFINITY;
+    for (int w = 0; w < kAttnWarps; ++w) mm = fmaxf(mm, s_m[w][g]);
+    float ll = 0.0f, o = 0.0f;
+    if (mm != -INFINITY) {
+      for (int w = 0; w < kAttnWarps; ++w) {
+        const float e = expf(s_m[w][g] - mm);
+        ll += s_l[w][g] * e;
+        o += s_o[w][g][d] * e;
+      }
+    }
+    const int h = kvh * G + g;
+    if (n_splits == 1) {
+      out[static_cast<size_t>(h) * D + d] = ll > 0.0f ? o / ll : 0.0f;
+    } else {
+      float* part = partials + (static_cast<size_t>(h) * n_splits + split) * (D + 2);
+      part[2 + d] = o;
+      if (d == 0) {
+        part[0] = mm;
+        part[1] = ll;
+      }
+    }
   }
 }
 
+// Grid n_heads, kMergeThreads threads: combines the splits of one head. Warp w folds splits
+// w, w + n_warps, ... into its own (m, l, o) (lane: dims lane + 32k), then the warps merge.
+__global__ void __launch_bounds__(kMergeThreads)
+    MergeSplitsKernel(const float* partials, int n_splits, int head_dim, float* out) {
+  constexpr int kWarps = kMergeThreads / kWarp;
+  __shared__ float s_m[kWarps], s_l[kWarps];
+  __shared__ float s_o[kWarps][kMaxHeadDim];
+  const int h = blockIdx.x;
+  const int warp = threadIdx.x / kWarp, lane = threadIdx.x % kWarp;
+  const float* base = partials + static_cast<size_t>(h) * n_splits * (head_dim + 2);
+  float m = -INFINITY, l = 0.0f, o[kMaxPerLane];
+#pragma unroll
+  for (int k = 0; k < kMaxPerLane; ++k) o[k] = 0.0f;
+  for (int s = warp; s < n_splits; s += kWarps) {
+    const float* part = base + static_cast<size_t>(s) * (head_dim + 2);
+    const float pm = part[0];
+    if (pm == -INFINITY) continue;  // a split that saw no key
+    const float m_new = fmaxf(m, pm);
+    const float a = expf(m - m_new), b = expf(pm - m_new);
+    l = l * a + part[1] * b;
+#pragma unroll
+    for (int k = 0; k < kMaxPerLane; ++k) {
+      const int d = lane + kWarp * k;
+      if (d < head_dim) o[k] = o[k] * a + part[2 + d] * b;
+    }
+    m = m_new;
+  }
+  if (lane == 0) {
+    s_m[warp] = m;
+    s_l[warp] = l;
+  }
+#pragma unroll
+  for (int k = 0; k < kMaxPerLane; ++k) {
+    const int d = lane + kWarp * k;
+    if (d < head_dim) s_o[warp][d] = o[k];
+  }
+  __syncthreads();
+  for (int d = threadIdx.x; d < head_dim; d += blockDim.x) {
+    float mm = -INFINITY;
+    for (int w = 0; w < kWarps; ++w) mm = fmaxf(mm, s_m[w]);
+    float ll = 0.0f, oo = 0.0f;
+    if (mm != -INFINITY) {
+      for (int w = 0; w < kWarps; ++w) {
+        const float e = expf(s_m[w] - mm);
+        ll += s_l[w] * e;
+        oo += s_o[w][d] * e;
+      }
+    }
+    out[static_cast<size_t>(h) * head_dim + d] = ll > 0.0f ? oo / ll : 0.0f;
+  }
+}
+
+// Pages per split block: as few as kMinSplitPages, as many as keeps the splits <= kMaxSplits.
+int PagesPerSplit(int n_pages) {
+  const int by_cap = (n_pages + kMaxSplits - 1) / kMaxSplits;
+  return std::max(kMinSplitPages, by_cap);
+}
+
 int DecodeSplits(int n_pages) {
-  return n_pages <= 0 ? 1 : (n_pages + kPagesPerSplit - 1) / kPagesPerSplit;
+  if (n_pages <= 0) return 1;
+  const int per = PagesPerSplit(n_pages);
+  return (n_pages + per - 1) / per;
 }
 
 unsigned Blocks(int64_t n, int threads) {
@@ -510,18 +735,50 @@ Status LaunchDecode(const KvPool& pool, const PageRef* d_pages, int n_pages, int
   }
   if (n_pages < 0) return InvalidArgumentError("CudaPagedAttentionDecode: n_pages < 0");
   const int splits = DecodeSplits(n_pages);
+  const int per_split = PagesPerSplit(n_pages);
   if (splits > 1 && d_workspace == nullptr) {
     return InvalidArgumentError("CudaPagedAttentionDecode: workspace required");
   }
-  const dim3 grid(static_cast<unsigned>(n_heads), static_cast<unsigned>(splits));
-  DecodeAttentionKernel<<<grid, kAttnWarps * kWarp, 0, AsStream(stream)>>>(
-      reinterpret_cast<const __half*>(pool.base), pool.page_tokens, pool.n_kv_heads, pool.head_dim,
-      d_pages, n_pages, pages_stride, d_q, q_pos, n_heads / pool.n_kv_heads, scale, d_out,
-      static_cast<float*>(d_workspace), splits);
+  const __half* base = reinterpret_cast<const __half*>(pool.base);
+  const int group = n_heads / pool.n_kv_heads;
+  auto* partials = static_cast<float*>(d_workspace);
+  cudaStream_t st = AsStream(stream);
+  bool fast = pool.page_tokens == kFastPageTokens &&
+              reinterpret_cast<uintptr_t>(pool.base) % 16 == 0;
+  if (fast) {
+    const dim3 grid(static_cast<unsigned>(pool.n_kv_heads), static_cast<unsigned>(splits));
+    const dim3 block(kAttnWarps * kWarp);
+#define KVTIER_GROUP_DECODE(D, G)                                                              \
+  GroupDecodeKernel<D, G><<<grid, block, 0, st>>>(base, pool.n_kv_heads, d_pages, n_pages,     \
+                                                 pages_stride, per_split, d_q, q_pos, scale,  \
+                                                 d_out, partials, splits)
+    switch (pool.head_dim * 16 + group) {
+      case 64 * 16 + 1: KVTIER_GROUP_DECODE(64, 1); break;
+      case 64 * 16 + 2: KVTIER_GROUP_DECODE(64, 2); break;
+      case 64 * 16 + 3: KVTIER_GROUP_DECODE(64, 3); break;
+      case 64 * 16 + 4: KVTIER_GROUP_DECODE(64, 4); break;
+      case 64 * 16 + 5: KVTIER_GROUP_DECODE(64, 5); break;
+      case 64 * 16 + 6: KVTIER_GROUP_DECODE(64, 6); break;
+      case 64 * 16 + 7: KVTIER_GROUP_DECODE(64, 7); break;
+      case 64 * 16 + 8: KVTIER_GROUP_DECODE(64, 8); break;
+      case 128 * 16 + 1: KVTIER_GROUP_DECODE(128, 1); break;
+      case 128 * 16 + 2: KVTIER_GROUP_DECODE(128, 2); break;
+      case 128 * 16 + 3: KVTIER_GROUP_DECODE(128, 3); break;
+      case 128 * 16 + 4: KVTIER_GROUP_DECODE(128, 4); break;
+      default: fast = false;
+    }
+#undef KVTIER_GROUP_DECODE
+  }
+  if (!fast) {
+    const dim3 grid(static_cast<unsigned>(n_heads), static_cast<unsigned>(splits));
+    DecodeAttentionKernel<<<grid, kAttnWarps * kWarp, 0, st>>>(
+        base, pool.page_tokens, pool.n_kv_heads, pool.head_dim, d_pages, n_pages, pages_stride,
+        per_split, d_q, q_pos, group, scale, d_out, partials, splits);
+  }
   RETURN_IF_ERROR(LaunchStatus("CudaPagedAttentionDecode"));
   if (splits > 1) {
-    MergeSplitsKernel<<<static_cast<unsigned>(n_heads), 128, 0, AsStream(stream)>>>(
-        static_cast<const float*>(d_workspace), splits, pool.head_dim, d_out);
+    MergeSplitsKernel<<<static_cast<unsigned>(n_heads), kMergeThreads, 0, st>>>(
+        partials, splits, pool.head_dim, d_out);
     RETURN_IF_ERROR(LaunchStatus("CudaPagedAttentionDecode merge"));
   }
   return Status::Ok();

@@ -233,60 +233,138 @@ __global__ void __launch_bounds__(kPrefillWarps* kWarp)
 
 // ---- Page scoring -----------------------------------------------------------------------------
 // One warp per (candidate page, query head).
-__global__ void BoundKernel(const __half* digests, int n_kv_heads, int head_dim,
-                            const PageRef* pages, int n_cand, const float* q, int n_heads,
-                            int group, float scale, float* bounds) {
-  const int64_t w = (static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x) / kWarp;
-  const int lane = threadIdx.x % kWarp;
-  if (w >= static_cast<int64_t>(n_cand) * n_heads) return;
-  const int i = static_cast<int>(w / n_heads);
-  const int h = static_cast<int>(w % n_heads);
-  const int g = h / group;
-  const __half* dg = digests + (static_cast<size_t>(pages[i].page) * n_kv_heads + g) * 2 * head_dim;
-  float sum = 0.0f;
-  for (int d = lane; d < head_dim; d += kWarp) {
-    const float qd = q[static_cast<size_t>(h) * head_dim + d];
-    sum += fmaxf(qd * __half2float(dg[d]), qd * __half2float(dg[head_dim + d]));
-  }
-  sum = WarpSum(sum);
-  if (lane == 0) bounds[static_cast<size_t>(h) * n_cand + i] = scale * sum;
-}
+// ---- Page scoring ------------------------------------------------------------------------------
+constexpr int kBoundThreads = 256;
+constexpr int kMaxGroup = 8;  // query heads per KV head that BoundKernel serves at once
 
-// One block (1024 threads) per KV head: the log-softmax of each of its query heads' bounds,
-// then the max over the group.
-__device__ float BlockReduce(float v, bool is_max, float* s_tmp) {
-  v = is_max ? WarpMax(v) : WarpSum(v);
+// Grid (ceil(n_cand / kBoundThreads), n_kv_heads, ceil(group / kMaxGroup)): a thread per
+// candidate page of KV head g, for up to kMaxGroup of its query heads, so a page's digest is read
+// once per group (16-byte loads; head_dim % 8 == 0). Writes bounds[h][i] and, per block and head,
+// (max, sum of exp(bound - max)) over the block's candidates into lse_parts[h][blockIdx.x]: the
+// pieces of the per-head log-sum-exp, combined by LseKernel.
+__global__ void __launch_bounds__(kBoundThreads)
+    BoundKernel(const __half* digests, int digest_halfs, int head_dim, const PageRef* pages,
+                int n_cand, const float* q, int group, float scale, float* bounds,
+                float2* lse_parts) {
+  extern __shared__ float s_q[];  // [kMaxGroup][head_dim], scaled
+  __shared__ float2 s_red[kBoundThreads / kWarp][kMaxGroup];
+  const int g = blockIdx.y;
+  const int h0 = g * group + blockIdx.z * kMaxGroup;
+  const int n_h = min(kMaxGroup, group - static_cast<int>(blockIdx.z) * kMaxGroup);
+  for (int x = threadIdx.x; x < n_h * head_dim; x += blockDim.x) {
+    s_q[x] = q[static_cast<size_t>(h0) * head_dim + x] * scale;
+  }
+  __syncthreads();
+  const int i = blockIdx.x * blockDim.x + threadIdx.x;
+  float b[kMaxGroup];
+#pragma unroll
+  for (int hi = 0; hi < kMaxGroup; ++hi) b[hi] = 0.0f;
+  if (i < n_cand) {
+    const __half* dg =
+        digests + static_cast<size_t>(pages[i].page) * digest_halfs + static_cast<size_t>(g) * 2 * head_dim;
+    for (int d0 = 0; d0 < head_dim; d0 += 8) {
+      const uint4 lo = __ldg(reinterpret_cast<const uint4*>(dg + d0));
+      const uint4 hi4 = __ldg(reinterpret_cast<const uint4*>(dg + head_dim + d0));
+      const __half2* lo2 = reinterpret_cast<const __half2*>(&lo);
+      const __half2* hi2 = reinterpret_cast<const __half2*>(&hi4);
+      float mn[8], mx[8];
+#pragma unroll
+      for (int k = 0; k < 4; ++k) {
+        const float2 a = __half22float2(lo2[k]), c = __half22float2(hi2[k]);
+        mn[2 * k] = a.x;
+        mn[2 * k + 1] = a.y;
+        mx[2 * k] = c.x;
+        mx[2 * k + 1] = c.y;
+      }
+#pragma unroll
+      for (int hi = 0; hi < kMaxGroup; ++hi) {
+        if (hi >= n_h) break;
+        const float* qh = s_q + hi * head_dim + d0;
+#pragma unroll
+        for (int k = 0; k < 8; ++k) b[hi] += fmaxf(qh[k] * mn[k], qh[k] * mx[k]);
+      }
+    }
+  }
   const int warp = threadIdx.x / kWarp, lane = threadIdx.x % kWarp;
+#pragma unroll
+  for (int hi = 0; hi < kMaxGroup; ++hi) {
+    if (hi >= n_h) break;
+    if (i < n_cand) bounds[static_cast<size_t>(h0 + hi) * n_cand + i] = b[hi];
+    const float v = i < n_cand ? b[hi] : -INFINITY;
+    const float m = WarpMax(v);
+    const float e = WarpSum(v == -INFINITY ? 0.0f : expf(v - m));
+    if (lane == 0) s_red[warp][hi] = make_float2(m, e);
+  }
   __syncthreads();
-  if (lane == 0) s_tmp[warp] = v;
-  __syncthreads();
-  const int n_warps = blockDim.x / kWarp;
-  float r = lane < n_warps ? s_tmp[lane] : (is_max ? -INFINITY : 0.0f);
-  r = is_max ? WarpMax(r) : WarpSum(r);
-  return r;  // every warp holds the result
+  if (threadIdx.x < n_h) {
+    const int hi = threadIdx.x;
+    float m = -INFINITY;
+    for (int w = 0; w < kBoundThreads / kWarp; ++w) m = fmaxf(m, s_red[w][hi].x);
+    float e = 0.0f;
+    for (int w = 0; w < kBoundThreads / kWarp; ++w) {
+      if (s_red[w][hi].x != -INFINITY) e += s_red[w][hi].y * expf(s_red[w][hi].x - m);
+    }
+    lse_parts[static_cast<size_t>(h0 + hi) * gridDim.x + blockIdx.x] = make_float2(m, e);
+  }
 }
 
-__global__ void NormaliseKernel(const float* bounds, int n_cand, int group, float* scores) {
-  __shared__ float s_tmp[32];
-  const int g = blockIdx.x;
-  float* sc = scores + static_cast<size_t>(g) * n_cand;
-  for (int i = threadIdx.x; i < n_cand; i += blockDim.x) sc[i] = -INFINITY;
-  for (int hi = 0; hi < group; ++hi) {
-    const float* b = bounds + static_cast<size_t>(g * group + hi) * n_cand;
-    float mx = -INFINITY;
-    for (int i = threadIdx.x; i < n_cand; i += blockDim.x) mx = fmaxf(mx, b[i]);
-    mx = BlockReduce(mx, true, s_tmp);
-    float sum = 0.0f;
-    for (int i = threadIdx.x; i < n_cand; i += blockDim.x) sum += expf(b[i] - mx);
-    sum = BlockReduce(sum, false, s_tmp);
-    const float lse = mx + logf(sum);
-    // Each thread touches the same indices in every pass: no barrier needed for sc.
-    for (int i = threadIdx.x; i < n_cand; i += blockDim.x) sc[i] = fmaxf(sc[i], b[i] - lse);
+// Grid n_heads, 256 threads: lse[h] = log-sum-exp of head h's bounds, from the n_parts pieces.
+__global__ void LseKernel(const float2* lse_parts, int n_parts, float* lse) {
+  __shared__ float2 s_red[8];
+  const int h = blockIdx.x;
+  float m = -INFINITY, e = 0.0f;
+  for (int i = threadIdx.x; i < n_parts; i += blockDim.x) {
+    const float2 p = lse_parts[static_cast<size_t>(h) * n_parts + i];
+    if (p.x == -INFINITY) continue;
+    const float m_new = fmaxf(m, p.x);
+    e = e * expf(m - m_new) + p.y * expf(p.x - m_new);
+    m = m_new;
   }
+  // Warp then block: combine (m, e) pairs.
+  for (int off = kWarp / 2; off > 0; off /= 2) {
+    const float om = __shfl_xor_sync(0xffffffffu, m, off);
+    const float oe = __shfl_xor_sync(0xffffffffu, e, off);
+    const float m_new = fmaxf(m, om);
+    if (m_new != -INFINITY) {
+      e = (m == -INFINITY ? 0.0f : e * expf(m - m_new)) + (om == -INFINITY ? 0.0f : oe * expf(om - m_new));
+    }
+    m = m_new;
+  }
+  const int warp = threadIdx.x / kWarp, lane = threadIdx.x % kWarp;
+  if (lane == 0) s_red[warp] = make_float2(m, e);
+  __syncthreads();
+  if (threadIdx.x == 0) {
+    float mm = -INFINITY, ee = 0.0f;
+    for (int w = 0; w < static_cast<int>(blockDim.x) / kWarp; ++w) mm = fmaxf(mm, s_red[w].x);
+    for (int w = 0; w < static_cast<int>(blockDim.x) / kWarp; ++w) {
+      if (s_red[w].x != -INFINITY) ee += s_red[w].y * expf(s_red[w].x - mm);
+    }
+    lse[h] = mm + logf(ee);
+  }
+}
+
+// Grid (ceil(n_cand / 256), n_kv_heads): score[g][i] = max over g's heads of bound - lse.
+__global__ void GroupScoreKernel(const float* bounds, const float* lse, int n_cand, int group,
+                                 float* scores) {
+  const int i = blockIdx.x * blockDim.x + threadIdx.x;
+  const int g = blockIdx.y;
+  if (i >= n_cand) return;
+  float sc = -INFINITY;
+  for (int hi = 0; hi < group; ++hi) {
+    const int h = g * group + hi;
+    sc = fmaxf(sc, bounds[static_cast<size_t>(h) * n_cand + i] - lse[h]);
+  }
+  scores[static_cast<size_t>(g) * n_cand + i] = sc;
 }
 
 // ---- Top-k ------------------------------------------------------------------------------------
 constexpr int kTopKThreads = 1024;
+// Above kTileTopKMin scores (and for k <= kTopKTile), top-k runs in two stages: each tile of
+// kTopKTile scores keeps its own top k (a score of the overall top k is in its tile's top k),
+// then one block picks the top k of those candidates. One block alone would read every score
+// once per radix digit.
+constexpr int kTopKTile = 8192;
+constexpr int kTileTopKMin = 2 * kTopKTile;
 
 __device__ inline uint32_t OrderedKey(float f) {
   uint32_t u = __float_as_uint(f);
@@ -318,54 +396,86 @@ __device__ int BlockExclusiveScan(int v, int* s_warp, int* total) {
   return (warp > 0 ? s_warp[warp - 1] : 0) + x - v;
 }
 
-// One block per KV head; thread t owns the contiguous chunk [t * chunk, (t + 1) * chunk) of the
-// scores, so index order is thread order. The k-th largest key is found by a radix select on
-// 8-bit digits, most significant first (4 histogram passes in shared memory); the winners are
-// then compacted in index order with two block-wide prefix sums. No barrier per element: the
-// cost is 5 passes over the scores, however large n is.
-__global__ void __launch_bounds__(kTopKThreads)
-    TopKKernel(const float* scores, int n, int k, int32_t* index) {
-  __shared__ int s_warp[kWarp];
-  __shared__ int s_hist[256];
-  __shared__ uint32_t s_prefix;
-  __shared__ int s_remaining;
-  const float* sc = scores + static_cast<size_t>(blockIdx.x) * n;
-  int32_t* out = index + static_cast<size_t>(blockIdx.x) * k;
-  const int chunk = (n + kTopKThreads - 1) / kTopKThreads;
-  const int begin = min(n, static_cast<int>(threadIdx.x) * chunk);
-  const int end = min(n, begin + chunk);
+// Radix select over keys spread across the block: finds the k-th largest key (*thr) and how
+// many keys equal to it are still to be taken (*need_equal; ties go to the items that come
+// first). key_of(r, &key) gives this thread's key of round r < rounds (false: none). 4 passes
+// of 8-bit digits, most significant first; histogram updates are aggregated per warp
+// (__match_any_sync), so a digit shared by many keys does not serialise the atomics. Every
+// thread of the block calls it with the same rounds.
+template <typename KeyOf>
+__device__ void RadixSelect(KeyOf key_of, int rounds, int k, int* s_hist, uint32_t* s_prefix,
+                            int* s_remaining, uint32_t* thr, int* need_equal) {
   if (threadIdx.x == 0) {
-    s_prefix = 0;
-    s_remaining = k;  // how many keys of the current prefix are still to be taken
+    *s_prefix = 0;
+    *s_remaining = k;  // how many keys of the current prefix are still to be taken
   }
   uint32_t mask = 0;
   for (int shift = 24; shift >= 0; shift -= 8) {
     for (int b = threadIdx.x; b < 256; b += blockDim.x) s_hist[b] = 0;
     __syncthreads();
-    const uint32_t prefix = s_prefix;
-    for (int i = begin; i < end; ++i) {
-      const uint32_t key = OrderedKey(sc[i]);
-      if ((key & mask) == prefix) atomicAdd(&s_hist[(key >> shift) & 255u], 1);
+    const uint32_t prefix = *s_prefix;
+#pragma unroll 8
+    for (int j = 0; j < rounds; ++j) {
+      uint32_t key = 0;
+      const bool valid = key_of(j, &key);
+      const bool in = valid && (key & mask) == prefix;
+      const unsigned digit = in ? (key >> shift) & 255u : 256u;
+      const unsigned peers = __match_any_sync(0xffffffffu, digit);
+      const int leader = __ffs(peers) - 1;
+      if (in && static_cast<int>(threadIdx.x % kWarp) == leader) {
+        atomicAdd(&s_hist[digit], __popc(peers));
+      }
     }
     __syncthreads();
     if (threadIdx.x == 0) {
-      int remaining = s_remaining;
+      int remaining = *s_remaining;
       int b = 255;
       for (; b > 0; --b) {
         if (s_hist[b] >= remaining) break;
         remaining -= s_hist[b];
       }
-      s_prefix = prefix | (static_cast<uint32_t>(b) << shift);
-      s_remaining = remaining;
+      *s_prefix = prefix | (static_cast<uint32_t>(b) << shift);
+      *s_remaining = remaining;
     }
     mask |= 255u << shift;
     __syncthreads();
   }
-  const uint32_t thr = s_prefix;  // the k-th largest key
-  const int need_equal = s_remaining;
+  *thr = *s_prefix;
+  *need_equal = *s_remaining;
+}
+
+// One block per KV head over a list of n scores: list item i is scores[i], or scores[cand[i]]
+// when cand is set (the second stage; head g's list at cand + g * cand_stride), and its index is
+// i or cand[i]. Thread t owns items
+// [t * chunk, (t + 1) * chunk), so item order is thread order; the winners are compacted in item
+// order with two block-wide prefix sums.
+__global__ void __launch_bounds__(kTopKThreads)
+    TopKKernel(const float* scores, int n_scores, const int32_t* cand, int cand_stride, int n,
+               int k, int32_t* index) {
+  __shared__ int s_warp[kWarp];
+  __shared__ int s_hist[256];
+  __shared__ uint32_t s_prefix;
+  __shared__ int s_remaining;
+  const float* sc = scores + static_cast<size_t>(blockIdx.x) * n_scores;
+  const int32_t* cd =
+      cand == nullptr ? nullptr : cand + static_cast<size_t>(blockIdx.x) * cand_stride;
+  int32_t* out = index + static_cast<size_t>(blockIdx.x) * k;
+  const int chunk = (n + kTopKThreads - 1) / kTopKThreads;
+  const int begin = min(n, static_cast<int>(threadIdx.x) * chunk);
+  const int end = min(n, begin + chunk);
+  auto key_at = [&](int i) { return OrderedKey(sc[cd == nullptr ? i : cd[i]]); };
+  uint32_t thr = 0;  // the k-th largest key
+  int need_equal = 0;
+  RadixSelect(
+      [&](int r, uint32_t* key) {
+        if (begin + r >= end) return false;
+        *key = key_at(begin + r);
+        return true;
+      },
+      chunk, k, s_hist, &s_prefix, &s_remaining, &thr, &need_equal);
   int gt = 0, eq = 0;
   for (int i = begin; i < end; ++i) {
-    const uint32_t key = OrderedKey(sc[i]);
+    const uint32_t key = key_at(i);
     gt += key > thr;
     eq += key == thr;
   }
@@ -375,11 +485,57 @@ __global__ void __launch_bounds__(kTopKThreads)
   int pos = BlockExclusiveScan(gt + take_eq, s_warp, &total);
   int taken = 0;
   for (int i = begin; i < end; ++i) {
-    const uint32_t key = OrderedKey(sc[i]);
+    const uint32_t key = key_at(i);
     if (key > thr || (key == thr && taken++ < take_eq)) {
-      if (pos < k) out[pos] = i;
+      if (pos < k) out[pos] = cd == nullptr ? i : cd[i];
       ++pos;
     }
+  }
+}
+
+// The first stage. Grid (n_tiles, n_kv_heads): block b keeps the top k_tile = min(k, tile
+// length) of scores [b * kTopKTile, ...) (ties to the lowest indices) and writes their indices
+// in increasing order to cand[g][b * k ...]. Thread t holds items t + kTopKThreads * j, so the
+// compaction runs one block-wide scan per j, in index order.
+__global__ void __launch_bounds__(kTopKThreads)
+    TileTopKKernel(const float* scores, int n, int k, int32_t* cand, int cand_stride) {
+  constexpr int kPer = kTopKTile / kTopKThreads;
+  __shared__ int s_warp[kWarp];
+  __shared__ int s_hist[256];
+  __shared__ uint32_t s_prefix;
+  __shared__ int s_remaining;
+  const int g = blockIdx.y;
+  const int base = blockIdx.x * kTopKTile;
+  const int len = min(kTopKTile, n - base);
+  const int k_tile = min(k, len);
+  const float* sc = scores + static_cast<size_t>(g) * n + base;
+  int32_t* out = cand + static_cast<size_t>(g) * cand_stride + static_cast<size_t>(blockIdx.x) * k;
+  uint32_t keys[kPer];
+#pragma unroll
+  for (int j = 0; j < kPer; ++j) {
+    const int i = threadIdx.x + kTopKThreads * j;
+    keys[j] = i < len ? OrderedKey(sc[i]) : 0;
+  }
+  uint32_t thr = 0;
+  int need_equal = 0;
+  RadixSelect(
+      [&](int j, uint32_t* key) {
+        *key = keys[j];
+        return static_cast<int>(threadIdx.x) + kTopKThreads * j < len;
+      },
+      kPer, k_tile, s_hist, &s_prefix, &s_remaining, &thr, &need_equal);
+  int eq_seen = 0, sel_seen = 0, total = 0;
+#pragma unroll
+  for (int j = 0; j < kPer; ++j) {
+    const int i = threadIdx.x + kTopKThreads * j;
+    const bool valid = i < len;
+    const int eq = valid && keys[j] == thr;
+    const int eq_before = eq_seen + BlockExclusiveScan(eq, s_warp, &total);
+    eq_seen += total;
+    const int sel = valid && (keys[j] > thr || (eq && eq_before < need_equal));
+    const int pos = sel_seen + BlockExclusiveScan(sel, s_warp, &total);
+    sel_seen += total;
+    if (sel && pos < k_tile) out[pos] = base + i;
   }
 }
 
@@ -485,34 +641,81 @@ Status CudaPagedAttentionPrefill(const KvPool& pool, const PageRef* d_pages, int
   return LaunchStatus("CudaPagedAttentionPrefill");
 }
 
+int BoundBlocks(int n_cand) { return static_cast<int>(Blocks(std::max(n_cand, 0), kBoundThreads)); }
+
+// Workspace of CudaScorePages: bounds [n_heads][n_cand], lse pieces [n_heads][blocks], lse.
 size_t CudaScorePagesWorkspaceBytes(int n_heads, int n_cand) {
-  return AlignUp(static_cast<size_t>(std::max(n_heads, 0)) * std::max(n_cand, 0) * sizeof(float));
+  const size_t h = static_cast<size_t>(std::max(n_heads, 0));
+  return AlignUp(h * std::max(n_cand, 0) * sizeof(float)) +
+         AlignUp(h * BoundBlocks(n_cand) * sizeof(float2)) + AlignUp(h * sizeof(float));
 }
 
 Status CudaScorePages(const KvPool& pool, const uint16_t* d_digests, const PageRef* d_pages,
                       int n_cand, const float* d_q, int n_heads, float scale, float* d_scores,
                       void* d_workspace, void* stream) {
   RETURN_IF_ERROR(CheckPool(pool, n_heads, "CudaScorePages"));
+  if (pool.head_dim % 8 != 0) {
+    return InvalidArgumentError("CudaScorePages: head_dim must be a multiple of 8");
+  }
   if (n_cand < 0) return InvalidArgumentError("CudaScorePages: n_cand < 0");
   if (n_cand == 0) return Status::Ok();
   if (d_workspace == nullptr) return InvalidArgumentError("CudaScorePages: workspace required");
-  float* bounds = static_cast<float*>(d_workspace);
+  if (reinterpret_cast<uintptr_t>(d_digests) % 16 != 0) {
+    return InvalidArgumentError("CudaScorePages: digests must be 16-byte aligned");
+  }
+  auto* ws = static_cast<char*>(d_workspace);
+  auto* bounds = reinterpret_cast<float*>(ws);
+  const size_t bounds_bytes = AlignUp(static_cast<size_t>(n_heads) * n_cand * sizeof(float));
+  auto* parts = reinterpret_cast<float2*>(ws + bounds_bytes);
+  const int blocks = BoundBlocks(n_cand);
+  auto* lse = reinterpret_cast<float*>(
+      ws + bounds_bytes + AlignUp(static_cast<size_t>(n_heads) * blocks * sizeof(float2)));
   const int group = n_heads / pool.n_kv_heads;
-  const int64_t warps = static_cast<int64_t>(n_cand) * n_heads;
-  BoundKernel<<<Blocks(warps * kWarp, 256), 256, 0, AsStream(stream)>>>(
-      reinterpret_cast<const __half*>(d_digests), pool.n_kv_heads, pool.head_dim, d_pages, n_cand,
-      d_q, n_heads, group, scale, bounds);
+  const dim3 grid(static_cast<unsigned>(blocks), static_cast<unsigned>(pool.n_kv_heads),
+                  static_cast<unsigned>((group + kMaxGroup - 1) / kMaxGroup));
+  const size_t smem = static_cast<size_t>(std::min(group, kMaxGroup)) * pool.head_dim * sizeof(float);
+  BoundKernel<<<grid, kBoundThreads, smem, AsStream(stream)>>>(
+      reinterpret_cast<const __half*>(d_digests), DigestHalfs(pool), pool.head_dim, d_pages,
+      n_cand, d_q, group, scale, bounds, parts);
   RETURN_IF_ERROR(LaunchStatus("CudaScorePages bounds"));
-  NormaliseKernel<<<static_cast<unsigned>(pool.n_kv_heads), 1024, 0, AsStream(stream)>>>(
-      bounds, n_cand, group, d_scores);
-  return LaunchStatus("CudaScorePages normalise");
+  LseKernel<<<static_cast<unsigned>(n_heads), 256, 0, AsStream(stream)>>>(parts, blocks, lse);
+  RETURN_IF_ERROR(LaunchStatus("CudaScorePages lse"));
+  const dim3 sgrid(Blocks(n_cand, 256), static_cast<unsigned>(pool.n_kv_heads));
+  GroupScoreKernel<<<sgrid, 256, 0, AsStream(stream)>>>(bounds, lse, n_cand, group, d_scores);
+  return LaunchStatus("CudaScorePages scores");
+}
+
+namespace {
+bool TwoStageTopK(int n, int k) { return n >= kTileTopKMin && k <= kTopKTile; }
+int TopKTiles(int n) { return (n + kTopKTile - 1) / kTopKTile; }
+}  // namespace
+
+size_t CudaTopKWorkspaceBytes(int n_kv_heads, int n, int k) {
+  if (!TwoStageTopK(n, k)) return 0;
+  return AlignUp(static_cast<size_t>(std::max(n_kv_heads, 0)) * TopKTiles(n) * k *
+                 sizeof(int32_t));
 }
 
 Status CudaTopK(const float* d_scores, int n_kv_heads, int n, int k, int32_t* d_index,
-                void* stream) {
+                void* d_workspace, void* stream) {
   if (n_kv_heads <= 0 || k <= 0 || k > n) return InvalidArgumentError("CudaTopK: need 0 < k <= n");
-  TopKKernel<<<static_cast<unsigned>(n_kv_heads), kTopKThreads, 0, AsStream(stream)>>>(d_scores, n,
-                                                                                       k, d_index);
+  if (!TwoStageTopK(n, k)) {
+    TopKKernel<<<static_cast<unsigned>(n_kv_heads), kTopKThreads, 0, AsStream(stream)>>>(
+        d_scores, n, nullptr, 0, n, k, d_index);
+    return LaunchStatus("CudaTopK");
+  }
+  if (d_workspace == nullptr) return InvalidArgumentError("CudaTopK: workspace required");
+  auto* cand = static_cast<int32_t*>(d_workspace);
+  const int tiles = TopKTiles(n);
+  // Every tile but the last has kTopKTile >= k scores; the last keeps min(k, its length), so
+  // the candidates of one KV head are contiguous, in index order.
+  const int n_cand = (tiles - 1) * k + std::min(k, n - (tiles - 1) * kTopKTile);
+  const int stride = tiles * k;
+  const dim3 grid(static_cast<unsigned>(tiles), static_cast<unsigned>(n_kv_heads));
+  TileTopKKernel<<<grid, kTopKThreads, 0, AsStream(stream)>>>(d_scores, n, k, cand, stride);
+  RETURN_IF_ERROR(LaunchStatus("CudaTopK tiles"));
+  TopKKernel<<<static_cast<unsigned>(n_kv_heads), kTopKThreads, 0, AsStream(stream)>>>(
+      d_scores, n, cand, stride, n_cand, k, d_index);
   return LaunchStatus("CudaTopK");
 }
 
@@ -521,11 +724,13 @@ int CudaSelectedPages(int n_pages, int n_sink, int n_recent, int k_pages) {
   return s.sink + s.k_eff + s.recent;
 }
 
+// Workspace of CudaSelectPages: CudaScorePages's, the scores [n_kv][n_pages], the top-k
+// indices [n_kv][n_pages], and CudaTopK's (at most n_kv * (n + kTopKTile) candidates for any k).
 size_t CudaSelectPagesWorkspaceBytes(int n_heads, int n_kv_heads, int n_pages) {
   const size_t n = static_cast<size_t>(std::max(n_pages, 0));
-  return CudaScorePagesWorkspaceBytes(n_heads, n_pages) +
-         AlignUp(static_cast<size_t>(std::max(n_kv_heads, 0)) * n * sizeof(float)) +
-         AlignUp(static_cast<size_t>(std::max(n_kv_heads, 0)) * n * sizeof(int32_t));
+  const size_t kv = static_cast<size_t>(std::max(n_kv_heads, 0));
+  return CudaScorePagesWorkspaceBytes(n_heads, n_pages) + AlignUp(kv * n * sizeof(float)) +
+         AlignUp(kv * n * sizeof(int32_t)) + AlignUp(kv * (n + kTopKTile) * sizeof(int32_t));
 }
 
 Status CudaSelectPages(const KvPool& pool, const uint16_t* d_digests, const PageRef* d_pages,
@@ -541,15 +746,16 @@ Status CudaSelectPages(const KvPool& pool, const uint16_t* d_digests, const Page
   int32_t* index = nullptr;
   if (!all) {
     if (d_workspace == nullptr) return InvalidArgumentError("CudaSelectPages: workspace required");
+    const size_t kv = static_cast<size_t>(pool.n_kv_heads), n = static_cast<size_t>(n_pages);
     auto* ws = static_cast<char*>(d_workspace);
-    const size_t bounds_bytes = CudaScorePagesWorkspaceBytes(n_heads, n_pages);
-    auto* scores = reinterpret_cast<float*>(ws + bounds_bytes);
-    index = reinterpret_cast<int32_t*>(
-        ws + bounds_bytes +
-        AlignUp(static_cast<size_t>(pool.n_kv_heads) * n_pages * sizeof(float)));
+    size_t off = CudaScorePagesWorkspaceBytes(n_heads, n_pages);
+    auto* scores = reinterpret_cast<float*>(ws + off);
+    off += AlignUp(kv * n * sizeof(float));
+    index = reinterpret_cast<int32_t*>(ws + off);
+    off += AlignUp(kv * n * sizeof(int32_t));
     RETURN_IF_ERROR(CudaScorePages(pool, d_digests, d_pages + s.sink, s.cand, d_q, n_heads, scale,
                                    scores, ws, stream));
-    RETURN_IF_ERROR(CudaTopK(scores, pool.n_kv_heads, s.cand, s.k_eff, index, stream));
+    RETURN_IF_ERROR(CudaTopK(scores, pool.n_kv_heads, s.cand, s.k_eff, index, ws + off, stream));
   }
   const dim3 grid(Blocks(n_sel, 128), static_cast<unsigned>(pool.n_kv_heads));
   AssembleKernel<<<grid, 128, 0, AsStream(stream)>>>(d_pages, n_pages, s.sink, s.recent, s.k_eff,

@@ -65,7 +65,9 @@ Status CudaPagedAttentionPrefill(const KvPool& pool, const PageRef* d_pages, int
 //   normalised per head as a log-softmax over the candidates:
 //   nb[h][i] = bound[h][i] - logsumexp_i(bound[h][i]);
 //   score[g][i] = max over the query heads h of KV head g of nb[h][i].
-// d_scores: [n_kv_heads][n_cand] f32. Workspace: CudaScorePagesWorkspaceBytes.
+// d_scores: [n_kv_heads][n_cand] f32. Workspace: CudaScorePagesWorkspaceBytes. head_dim must be
+// a multiple of 8 and d_digests 16-byte aligned (the digest is read with 16-byte loads, once per
+// KV head for all its query heads).
 size_t CudaScorePagesWorkspaceBytes(int n_heads, int n_cand);
 Status CudaScorePages(const KvPool& pool, const uint16_t* d_digests, const PageRef* d_pages,
                       int n_cand, const float* d_q, int n_heads, float scale, float* d_scores,
@@ -73,8 +75,12 @@ Status CudaScorePages(const KvPool& pool, const uint16_t* d_digests, const PageR
 
 // Per KV head g: the indices of the k largest d_scores[g][0, n) in increasing index order, into
 // d_index[g * k, (g + 1) * k). Ties at the k-th value go to the lowest indices. 0 < k <= n.
+// Long lists (n >= 16384, k <= 8192) run in two stages (per 8192-score tile, then over the
+// tiles' winners) and need CudaTopKWorkspaceBytes(n_kv_heads, n, k) bytes of d_workspace
+// (0 otherwise, when d_workspace may be null).
+size_t CudaTopKWorkspaceBytes(int n_kv_heads, int n, int k);
 Status CudaTopK(const float* d_scores, int n_kv_heads, int n, int k, int32_t* d_index,
-                void* stream);
+                void* d_workspace, void* stream);
 
 // The whole selection for one layer: the first n_sink pages and the last n_recent pages of
 // d_pages[0, n_pages) always, plus the top k_pages of the pages between them by score. Writes

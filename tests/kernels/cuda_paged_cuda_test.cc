@@ -6,6 +6,7 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <array>
 #include <cmath>
 #include <cstdint>
 #include <cstring>
@@ -322,10 +323,8 @@ std::vector<double> ReferenceScores(const KvPool& pool, const std::vector<PageRe
   return scores;
 }
 
-TEST_F(CudaPagedTest, ScorePagesMatchesReference) {
-  std::mt19937 rng(106);
-  const int n_heads = 9, n_kv = 3, hd = 64;
-  PagedSetup s(n_kv, hd, 16 * 300, rng);
+void ScorePagesCase(int n_heads, int n_kv, int hd, int n_pages, std::mt19937& rng) {
+  PagedSetup s(n_kv, hd, 16 * n_pages, rng);
   const size_t pool_pages = s.storage.size() * 2 / s.pool.PageBytes();
   DeviceBuffer dpool(s.storage), dpages(s.pages),
       ddig(pool_pages * DigestHalfs(s.pool) * sizeof(uint16_t));
@@ -344,16 +343,34 @@ TEST_F(CudaPagedTest, ScorePagesMatchesReference) {
   EXPECT_LT(NormError(dscores.ToHost<float>(), want), 1e-5);
 }
 
+TEST_F(CudaPagedTest, ScorePagesMatchesReference) {
+  // 300 pages: two blocks of the bound kernel; 3000 at head_dim 128, group 4: twelve.
+  for (const auto [n_heads, n_kv, hd, n_pages] :
+       {std::array{9, 3, 64, 300}, std::array{16, 4, 128, 3000}}) {
+    SCOPED_TRACE("pages " + std::to_string(n_pages));
+    std::mt19937 rng(106 + n_pages);
+    ScorePagesCase(n_heads, n_kv, hd, n_pages, rng);
+  }
+}
+
 TEST_F(CudaPagedTest, TopKMatchesStableSort) {
   std::mt19937 rng(107);
-  for (int n : {1, 5, 1000, 1024, 1025, 5000}) {
-    for (int k : {1, 3, 100}) {
+  // 16384 and up: the two-stage path (per 8192-score tile, then over the tiles' winners),
+  // with a short last tile (20000, 70001) and one shorter than k (16434: 50 scores).
+  for (int n : {1, 5, 1000, 1024, 1025, 5000, 16384, 16434, 20000, 70001}) {
+    for (int k : {1, 3, 100, 108}) {
       if (k > n) continue;
       const int heads = 3;
       auto x = NormalVec(heads * n, rng);
       for (int i = 0; i < heads * n; i += 7) x[i] = 0.5f;  // many ties
-      DeviceBuffer dx(x), didx(heads * k * sizeof(int32_t));
-      ASSERT_OK(CudaTopK(dx.get<float>(), heads, n, k, didx.get<int32_t>(), nullptr));
+      // A run of equal maxima across a tile boundary: ties must still go to the lowest indices.
+      if (n > 9000) {
+        for (int i = 8192 - 40; i < 8192 + 40; ++i) x[i] = 3.5f;
+      }
+      DeviceBuffer dx(x), didx(heads * k * sizeof(int32_t)),
+          dws(std::max<size_t>(1, CudaTopKWorkspaceBytes(heads, n, k)));
+      ASSERT_OK(
+          CudaTopK(dx.get<float>(), heads, n, k, didx.get<int32_t>(), dws.get<void>(), nullptr));
       const auto got = didx.ToHost<int32_t>();
       for (int g = 0; g < heads; ++g) {
         std::vector<int32_t> order(n);
@@ -454,7 +471,10 @@ TEST_F(CudaPagedTest, LaunchersRejectBadArguments) {
       CudaPagedAttentionPrefill(pool, nullptr, 0, nullptr, nullptr, 1, 8, 1.0f, nullptr, nullptr)
           .code(),
       StatusCode::kInvalidArgument);
-  EXPECT_EQ(CudaTopK(nullptr, 1, 5, 6, nullptr, nullptr).code(), StatusCode::kInvalidArgument);
+  EXPECT_EQ(CudaTopK(nullptr, 1, 5, 6, nullptr, nullptr, nullptr).code(),
+            StatusCode::kInvalidArgument);
+  EXPECT_EQ(CudaTopK(nullptr, 1, 20000, 6, nullptr, nullptr, nullptr).code(),
+            StatusCode::kInvalidArgument);  // two-stage without a workspace
   EXPECT_EQ(CudaBuildPageRefs(nullptr, 1, 1, 40, 16, nullptr, 1, nullptr).code(),
             StatusCode::kInvalidArgument);
 }

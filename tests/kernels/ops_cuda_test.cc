@@ -110,8 +110,12 @@ struct DecodeCase {
 };
 
 TEST_F(CudaOpsTest, PagedAttentionDecodeMatchesCpu) {
-  const DecodeCase cases[] = {{9, 3, 64, 1},    {9, 3, 64, 37},   {9, 3, 64, 1000},
-                              {9, 3, 64, 5000}, {8, 2, 128, 700}, {9, 9, 64, 333}};
+  // The fast group kernel (head_dim 64/128, small groups; many splits at 70000) and the
+  // generic one (head_dim 32, a group of 8 at head_dim 128).
+  const DecodeCase cases[] = {{9, 3, 64, 1},     {9, 3, 64, 37},      {9, 3, 64, 1000},
+                              {9, 3, 64, 5000},  {8, 2, 128, 700},    {9, 9, 64, 333},
+                              {8, 2, 128, 70000}, {24, 3, 64, 20000}, {4, 2, 32, 500},
+                              {16, 2, 128, 900}};
   for (const DecodeCase& c : cases) {
     std::mt19937 rng(10 + c.n_ctx);
     KvPool pool;

@@ -55,6 +55,10 @@ class CudaForwardTest : public ::testing::Test {
     if (!pages.ok()) return a;
     kernels::ThreadPool threads(2);
     ForwardPass cpu(m, threads, cpu_batch_tokens);
+    // The reference is the CPU pass with float activations (the engine's default,
+    // EngineOptions::matmul_activations): the CUDA pass rounds activations to f16, not to the
+    // 8 bits per block of kQ8, so q8 on the CPU side would measure the CPU's rounding instead.
+    cpu.set_matmul_acts(kernels::MatMulActs::kF32);
     CudaForwardOptions opts;
     opts.max_batch_tokens = cuda_batch_tokens;
     opts.pool_pages = (*pages)->capacity_pages();
@@ -170,7 +174,7 @@ TEST_F(CudaForwardTest, RealModelGreedyMatchesCpu) {
     const Agreement a = Compare(**m, prompt, 512, 512);
     EXPECT_GE(a.matches, kMinAgree)
         << "prompt '" << text << "': first mismatch at step " << a.first_mismatch;
-    // The CPU quantizes activations to 8 bits per product (~1% each): a loose sanity bound.
+    // Q4_1 weights dequantized to f16 and f16 activations on the GPU: a loose sanity bound.
     EXPECT_LT(a.prompt_logits_error, 1e-1) << "prompt '" << text << "'";
     std::printf("real prompt %d: %zu tokens, %d/%d greedy steps agree, logits error %.2e\n", p++,
                 prompt.size(), a.matches, kSteps, a.prompt_logits_error);
