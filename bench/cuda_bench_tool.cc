@@ -7,10 +7,13 @@
 //      at 8K, 128K and the largest context the device pool fits, dense and sparse (DESIGN §5:
 //      sinks + recent window + top pages by digest bound, budget 2048 tokens), over KV pages
 //      filled with random values (decode time does not depend on how the KV was produced);
-//   4. prefill tokens/s (CudaForwardPass::Run of a 4K- and an 8K-token prompt).
+//   4. prefill tokens/s (CudaForwardPass::Run of a 4K- and an 8K-token prompt, in batches of
+//      512 and of 2048 tokens);
+//   5. one layer's sparse page selection (CudaSelectPages: scoring, top-k, lists) at 128K, 1M
+//      and 6M tokens of context.
 // Prints a short table last.
 //
-//   cuda_bench_tool [--model PATH] [--quick]
+//   cuda_bench_tool [--model PATH] [--quick] [--kernels]   (--kernels: 1, 2 and 5 only)
 //   cuda_bench_tool --probe      # prints the device name; exit 0 with a device, 2 without
 // Without --model it writes a random-weight model of SmolLM2-135M's shape (same speed, no
 // quality) to a temporary file. Exit 0: done; 1: a CUDA or model error; 2: no CUDA device.
@@ -52,6 +55,11 @@ void Add(const std::string& what, const char* fmt, double v) {
   g_rows.push_back({what, buf});
   std::printf("  %-52s %s\n", what.c_str(), buf);
   std::fflush(stdout);
+}
+
+void PrintTable(const std::string& device) {
+  std::printf("\n== kvtier GPU benchmarks on %s ==\n", device.c_str());
+  for (const Row& r : g_rows) std::printf("| %-52s | %14s |\n", r.what.c_str(), r.value.c_str());
 }
 
 #define CHECK_OK(expr)                                                            \
@@ -146,6 +154,42 @@ double DecodeAttentionGBs(int n_heads, int n_kv, int head_dim, int n_ctx, int la
   return bytes / (ms * 1e-3) / 1e9;
 }
 
+// One layer's page selection for sparse decode (DESIGN §5 defaults: 4 sink pages, 16 recent,
+// budget 2048 tokens = 128 pages) over n_pages candidate digests of the default model's shape
+// (9 query / 3 KV heads, head_dim 64): CudaSelectPages = scoring + top-k + the lists, median ms.
+double SelectMs(int n_pages, void* stream) {
+  kernels::KvPool pool;
+  pool.page_tokens = 16;
+  pool.n_kv_heads = 3;
+  pool.head_dim = 64;
+  const int n_heads = 9, sink = 4, recent = 16, k = 2048 / 16 - sink - recent;
+  const size_t dig_halfs = static_cast<size_t>(n_pages) * kc::DigestHalfs(pool);
+  auto* dig = static_cast<uint16_t*>(Must(kc::CudaMalloc(dig_halfs * 2), "malloc digests"));
+  CHECK_OK(kc::CudaFillRandomF16(dig, static_cast<int64_t>(dig_halfs), 5, 1.0f, stream));
+  std::vector<kernels::PageRef> refs(n_pages);
+  for (int p = 0; p < n_pages; ++p) refs[p] = {p, p * 16, 16};
+  auto* d_refs = static_cast<kernels::PageRef*>(
+      Must(kc::CudaMalloc(refs.size() * sizeof(kernels::PageRef)), "malloc"));
+  CHECK_OK(kc::CudaCopyToDevice(d_refs, refs.data(), refs.size() * sizeof(kernels::PageRef)));
+  const int n_sel = kc::CudaSelectedPages(n_pages, sink, recent, k);
+  auto* q = static_cast<float*>(Must(kc::CudaMalloc(n_heads * 64 * sizeof(float)), "malloc"));
+  auto* sel = Must(kc::CudaMalloc(static_cast<size_t>(n_sel) * 3 * sizeof(kernels::PageRef)),
+                   "malloc");
+  void* ws = Must(kc::CudaMalloc(kc::CudaSelectPagesWorkspaceBytes(n_heads, 3, n_pages)), "malloc");
+  std::vector<float> hq(n_heads * 64);
+  for (size_t i = 0; i < hq.size(); ++i) hq[i] = std::sin(0.37f * static_cast<float>(i));
+  CHECK_OK(kc::CudaCopyToDevice(q, hq.data(), hq.size() * sizeof(float)));
+  const double ms = TimeMs(stream, 3, 20, [&](int) {
+    CHECK_OK(kc::CudaSelectPages(pool, dig, d_refs, n_pages, sink, recent, k, q, n_heads, 0.125f,
+                                 static_cast<kernels::PageRef*>(sel), ws, stream));
+  });
+  for (void* p : {static_cast<void*>(dig), static_cast<void*>(d_refs), static_cast<void*>(q), sel,
+                  ws}) {
+    (void)kc::CudaFree(p);
+  }
+  return ms;
+}
+
 // Page tables for one sequence of up to max_tokens: layer l uses pages l*pages_per_layer + p.
 std::vector<std::vector<int32_t>> Tables(int n_layers, int pages_per_layer) {
   std::vector<std::vector<int32_t>> t(n_layers, std::vector<int32_t>(pages_per_layer));
@@ -175,7 +219,7 @@ double DecodeMsPerToken(model::CudaForwardPass& f, const model::KvView& kv, int3
 
 int Main(int argc, char** argv) {
   std::string model_path;
-  bool quick = false, probe = false;
+  bool quick = false, probe = false, kernels_only = false;
   for (int i = 1; i < argc; ++i) {
     if (std::strcmp(argv[i], "--model") == 0 && i + 1 < argc) {
       model_path = argv[++i];
@@ -183,8 +227,11 @@ int Main(int argc, char** argv) {
       quick = true;
     } else if (std::strcmp(argv[i], "--probe") == 0) {
       probe = true;
+    } else if (std::strcmp(argv[i], "--kernels") == 0) {
+      kernels_only = true;
     } else {
-      std::fprintf(stderr, "usage: cuda_bench_tool [--model PATH] [--quick] | --probe\n");
+      std::fprintf(stderr,
+                   "usage: cuda_bench_tool [--model PATH] [--quick] [--kernels] | --probe\n");
       return 1;
     }
   }
@@ -222,6 +269,17 @@ int Main(int argc, char** argv) {
     Add(what + " / copy bw", "%.2f", gbs / copy_gbs);
   }
 
+  // 5. Sparse page selection.
+  for (const int ctx_k : {128, 1024, 5960}) {
+    const int n_pages = ctx_k * 1024 / 16;
+    Add("page selection per layer @" + std::to_string(ctx_k) + "K (budget 2048)", "%.3f ms",
+        SelectMs(n_pages, stream));
+  }
+  if (kernels_only) {
+    PrintTable(device);
+    return 0;
+  }
+
   // 3-4. The model.
   if (model_path.empty()) {
     const auto dir = std::filesystem::temp_directory_path() / "kvtier_cuda_bench";
@@ -257,7 +315,7 @@ int Main(int argc, char** argv) {
   model::CudaForwardOptions opts;
   opts.pool_pages = static_cast<int64_t>(pages_per_layer) * c.n_layers;
   opts.max_context_tokens = pages_per_layer * 16;
-  opts.max_batch_tokens = 512;
+  opts.max_batch_tokens = 2048;  // prefill below runs batches of 512 and of 2048
   auto f = Must(model::CudaForwardPass::Create(*m, opts), "CudaForwardPass");
   std::printf("device pool: %d pages per layer (%.1f GiB), largest context %d tokens\n",
               pages_per_layer, f->pool_bytes() / double(1ull << 30), max_ctx);
@@ -282,21 +340,30 @@ int Main(int argc, char** argv) {
         DecodeMsPerToken(*f, kv, ctx, true, steps));
   }
 
-  // Prefill: prompts of random token ids.
+  // Prefill: prompts of random token ids, fed in batches of 512 (the CPU engine's batch) and of
+  // 2048 tokens (more query-row blocks per attention launch, larger products).
   for (int n : {4096, 8192}) {
     if (n > max_ctx) continue;
     std::vector<int32_t> prompt(n);
     for (int i = 0; i < n; ++i) prompt[i] = (i * 7919) % c.vocab_size;
     std::vector<float> logits;
     CHECK_OK(f->Run(std::span(prompt).first(512), 0, kv, model::LogitsMode::kLast, &logits));
-    const auto t0 = Clock::now();
-    CHECK_OK(f->Run(prompt, 0, kv, model::LogitsMode::kLast, &logits));
-    const double s = std::chrono::duration<double>(Clock::now() - t0).count();
-    Add("prefill tokens/s @" + std::to_string(n / 1024) + "K prompt", "%.0f tok/s", n / s);
+    for (const int batch : {512, 2048}) {
+      const auto t0 = Clock::now();
+      for (int off = 0; off < n; off += batch) {
+        const auto part = std::span(prompt).subspan(off, std::min(batch, n - off));
+        CHECK_OK(f->Run(part, off, kv,
+                        off + batch >= n ? model::LogitsMode::kLast : model::LogitsMode::kNone,
+                        &logits));
+      }
+      const double s = std::chrono::duration<double>(Clock::now() - t0).count();
+      Add("prefill tokens/s @" + std::to_string(n / 1024) + "K prompt, batches of " +
+              std::to_string(batch),
+          "%.0f tok/s", n / s);
+    }
   }
 
-  std::printf("\n== kvtier GPU benchmarks on %s ==\n", device.c_str());
-  for (const Row& r : g_rows) std::printf("| %-52s | %14s |\n", r.what.c_str(), r.value.c_str());
+  PrintTable(device);
   (void)kc::CudaStreamDestroy(stream);
   return 0;
 }

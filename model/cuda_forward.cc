@@ -190,7 +190,13 @@ Status CudaForwardPass::SyncTables(const KvView& kv, int64_t n_pages) {
     std::vector<int32_t>& have = uploaded_tables_[l];
     int64_t first = 0;
     const int64_t common = std::min<int64_t>(n_pages, static_cast<int64_t>(have.size()));
-    while (first < common && have[first] == want[first]) ++first;
+    // Usually everything but the last page matches: memcmp finds that at memory speed (an
+    // element loop took milliseconds per step at millions of tokens x 30 layers).
+    if (common > 0 && std::memcmp(have.data(), want.data(), common * sizeof(int32_t)) == 0) {
+      first = common;
+    } else {
+      while (first < common && have[first] == want[first]) ++first;
+    }
     if (first == n_pages) continue;
     for (int64_t p = first; p < n_pages; ++p) {
       if (want[p] < 0 || want[p] >= options_.pool_pages) {

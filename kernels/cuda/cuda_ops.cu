@@ -301,6 +301,10 @@ __global__ void __launch_bounds__(kAttnWarps* kWarp)
   constexpr int kRows = kWarp / kLanes;
   constexpr int kPasses = kFastPageTokens / kRows;
   static_assert(kWarp % kLanes == 0 && kFastPageTokens % kRows == 0, "unsupported head_dim");
+  // Prefetching the next page doubles the K/V registers: worth it while the kernel still fits
+  // 3 blocks per SM (H200: +14% at 64/3, -10% at 128/4 measured; BENCHMARKS.md).
+  constexpr bool kPrefetch = D * G <= 256;
+  constexpr float kLog2e = 1.4426950408889634f, kLn2 = 0.6931471805599453f;
   const int kvh = blockIdx.x, split = blockIdx.y;
   const int warp = threadIdx.x / kWarp, lane = threadIdx.x % kWarp;
   const int row = lane / kLanes, c = lane % kLanes;
@@ -313,26 +317,35 @@ __global__ void __launch_bounds__(kAttnWarps* kWarp)
     const float* qh = q + static_cast<size_t>(kvh * G + g) * D + c * 8;
 #pragma unroll
     for (int i = 0; i < 8; ++i) {
-      qv[g][i] = qh[i] * scale;
+      qv[g][i] = qh[i] * scale * kLog2e;  // scores in log2 units: exp2f is one instruction
       acc[g][i] = 0.0f;
     }
     m[g] = -INFINITY;
     l[g] = 0.0f;
   }
+  // Software pipeline, per warp: while page i is scored, the K/V loads of page i+1 (kPrefetch)
+  // and the PageRef of page i+2 are in flight (a page past the split's end or after q_pos is none:
+  // page -1).
   const int p_begin = split * pages_per_split;
   const int p_end = min(n_pages, p_begin + pages_per_split);
-  for (int p = p_begin + warp; p < p_end; p += kAttnWarps) {
-    const PageRef pr = pages[p];
-    if (pr.first_pos > q_pos) break;  // position order: every later page is masked too
-    const __half* kb = pool_base + static_cast<size_t>(pr.page) * 2 * half_elems +
+  auto page_at = [&](int p) {
+    PageRef r{-1, 0, 0};
+    if (p < p_end) r = pages[p];
+    if (r.first_pos > q_pos) r.page = -1;  // position order: every later page is masked too
+    return r;
+  };
+  auto load = [&](const PageRef& r, uint4* kr, uint4* vr) {
+    const __half* kb = pool_base + static_cast<size_t>(r.page) * 2 * half_elems +
                        static_cast<size_t>(kvh) * kFastPageTokens * D + row * D + c * 8;
     const __half* vb = kb + half_elems;
-    uint4 kr[kPasses], vr[kPasses];
 #pragma unroll
     for (int j = 0; j < kPasses; ++j) {
       kr[j] = __ldg(reinterpret_cast<const uint4*>(kb + j * kRows * D));
       vr[j] = __ldg(reinterpret_cast<const uint4*>(vb + j * kRows * D));
     }
+  };
+  // Scores page pr (K/V rows in kr, vr) for the group's heads and folds it into (m, l, acc).
+  auto consume = [&](const PageRef& pr, const uint4* kr, const uint4* vr) {
     const int n_valid = min(min(pr.n_tokens, kFastPageTokens), q_pos - pr.first_pos + 1);
     float sc[G][kPasses];
 #pragma unroll
@@ -369,11 +382,11 @@ __global__ void __launch_bounds__(kAttnWarps* kWarp)
       }
       const float m_new = fmaxf(m[g], mx);
       // m_new = -inf only when no key was visible yet: nothing to add (and -inf - -inf is NaN).
-      const float alpha = m_new == -INFINITY ? 1.0f : expf(m[g] - m_new);
+      const float alpha = m_new == -INFINITY ? 1.0f : exp2f(m[g] - m_new);
       float sum = 0.0f;
 #pragma unroll
       for (int j = 0; j < kPasses; ++j) {
-        sc[g][j] = sc[g][j] == -INFINITY ? 0.0f : expf(sc[g][j] - m_new);
+        sc[g][j] = m_new == -INFINITY ? 0.0f : exp2f(sc[g][j] - m_new);  // exp2f(-inf) = 0
         sum += sc[g][j];
       }
 #pragma unroll
@@ -398,6 +411,33 @@ __global__ void __launch_bounds__(kAttnWarps* kWarp)
 #pragma unroll
         for (int i = 0; i < 8; ++i) acc[g][i] += sc[g][j] * vf[i];
       }
+    }
+  };
+  if constexpr (kPrefetch) {
+    int p = p_begin + warp;
+    PageRef pr = page_at(p), pr_next = page_at(p + kAttnWarps);
+    uint4 kr[kPasses], vr[kPasses], kn[kPasses], vn[kPasses];
+    if (pr.page >= 0) load(pr, kr, vr);
+    while (pr.page >= 0) {
+      const PageRef pr_after = page_at(p + 2 * kAttnWarps);
+      if (pr_next.page >= 0) load(pr_next, kn, vn);
+      consume(pr, kr, vr);
+#pragma unroll
+      for (int j = 0; j < kPasses; ++j) {
+        kr[j] = kn[j];
+        vr[j] = vn[j];
+      }
+      p += kAttnWarps;
+      pr = pr_next;
+      pr_next = pr_after;
+    }
+  } else {
+    for (int p = p_begin + warp; p < p_end; p += kAttnWarps) {
+      const PageRef pr = pages[p];
+      if (pr.first_pos > q_pos) break;  // position order: every later page is masked too
+      uint4 kr[kPasses], vr[kPasses];
+      load(pr, kr, vr);
+      consume(pr, kr, vr);
     }
   }
   // Sum the rows' accumulators: lanes c, c + kLanes, ... hold the same dims.
@@ -436,7 +476,7 @@ __global__ void __launch_bounds__(kAttnWarps* kWarp)
     float ll = 0.0f, o = 0.0f;
     if (mm != -INFINITY) {
       for (int w = 0; w < kAttnWarps; ++w) {
-        const float e = expf(s_m[w][g] - mm);
+        const float e = exp2f(s_m[w][g] - mm);
         ll += s_l[w][g] * e;
         o += s_o[w][g][d] * e;
       }
@@ -448,7 +488,7 @@ __global__ void __launch_bounds__(kAttnWarps* kWarp)
       float* part = partials + (static_cast<size_t>(h) * n_splits + split) * (D + 2);
       part[2 + d] = o;
       if (d == 0) {
-        part[0] = mm;
+        part[0] = mm * kLn2;  // MergeSplitsKernel works in natural-log units
         part[1] = ll;
       }
     }

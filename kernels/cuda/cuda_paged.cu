@@ -2,6 +2,7 @@
 // scoring and top-k on CUDA (see cuda_paged.h for the contracts and layouts).
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
+#include <mma.h>
 
 #include <algorithm>
 #include <cstring>
@@ -231,8 +232,187 @@ __global__ void __launch_bounds__(kPrefillWarps* kWarp)
   }
 }
 
-// ---- Page scoring -----------------------------------------------------------------------------
-// One warp per (candidate page, query head).
+// ---- Prefill attention on tensor cores -------------------------------------------------------
+// For head_dim 64 or 128 (16-token pages): the same blockwise online softmax as above, with the
+// two products on tensor cores (WMMA 16x16x16, f16 inputs, f32 accumulation). Grid
+// (ceil(n_tokens / 64), n_heads), 4 warps; each warp owns 16 query rows. Per tile of 64 keys
+// (4 pages): the block stages K and V in shared memory (f16, as stored); each warp computes its
+// 16 x 64 scores S = Q K^T, applies the causal mask and the online softmax (two lanes per row,
+// interleaved keys), writes P (f16) and rescales its f32 output rows O, then O += P V. Q is
+// scaled and rounded to f16 once; P in [0, 1] rounds to f16. Row strides are padded so that
+// rows do not fall in the same shared-memory banks.
+namespace wmma = nvcuda::wmma;
+constexpr int kTcWarps = 4;
+constexpr int kTcRows = 16 * kTcWarps;  // query rows per block
+constexpr int kTcKeys = 4 * kPageKeys;  // keys per tile
+constexpr int kTcSStride = kTcKeys + 4;  // floats
+constexpr int kTcPStride = kTcKeys + 8;  // halves
+
+template <int D>
+struct TcLayout {
+  static constexpr int kQStride = D + 8;  // halves (Q, K, V rows)
+  static constexpr int kOStride = D + 4;  // floats
+  static constexpr size_t kQBytes = static_cast<size_t>(kTcRows) * kQStride * 2;
+  static constexpr size_t kKBytes = static_cast<size_t>(kTcKeys) * kQStride * 2;
+  static constexpr size_t kSBytes = 16 * kTcSStride * 4;  // per warp
+  static constexpr size_t kPBytes = 16 * kTcPStride * 2;  // per warp
+  static constexpr size_t kOBytes = 16 * static_cast<size_t>(kOStride) * 4;  // per warp
+  static constexpr size_t kBytes = kQBytes + 2 * kKBytes + kTcWarps * (kSBytes + kPBytes + kOBytes);
+};
+
+template <int D>
+__global__ void __launch_bounds__(kTcWarps* kWarp)
+    TcPrefillKernel(const __half* base, int n_kv_heads, const PageRef* pages, int n_pages,
+                    const float* q, const int32_t* q_pos, int64_t n_tokens, int n_heads, int group,
+                    float scale, float* out) {
+  using L = TcLayout<D>;
+  constexpr int QS = L::kQStride, OS = L::kOStride;
+  extern __shared__ __align__(128) unsigned char tc_smem[];
+  __half* s_q = reinterpret_cast<__half*>(tc_smem);
+  __half* s_k = reinterpret_cast<__half*>(tc_smem + L::kQBytes);
+  __half* s_v = reinterpret_cast<__half*>(tc_smem + L::kQBytes + L::kKBytes);
+  unsigned char* per_warp = tc_smem + L::kQBytes + 2 * L::kKBytes;
+  __shared__ int32_t s_pos[kTcRows];
+  __shared__ int32_t s_kpos[kTcKeys];
+  __shared__ int32_t s_max_pos;
+
+  const int h = blockIdx.y, kvh = h / group;
+  const int64_t t0 = static_cast<int64_t>(blockIdx.x) * kTcRows;
+  const float scale_log2 = scale * 1.4426950408889634f;
+  const int warp = threadIdx.x / kWarp, lane = threadIdx.x % kWarp;
+  float* s_s = reinterpret_cast<float*>(per_warp + warp * L::kSBytes);
+  __half* s_p = reinterpret_cast<__half*>(per_warp + kTcWarps * L::kSBytes + warp * L::kPBytes);
+  float* s_o = reinterpret_cast<float*>(per_warp + kTcWarps * (L::kSBytes + L::kPBytes) +
+                                        warp * L::kOBytes);
+
+  for (int i = threadIdx.x; i < kTcRows * D; i += blockDim.x) {
+    const int r = i / D, d = i % D;
+    const int64_t t = t0 + r;
+    // Scores in log2 units (q pre-multiplied by log2 e): exp2f is one instruction.
+    s_q[r * QS + d] =
+        __float2half_rn(t < n_tokens ? q[(t * n_heads + h) * D + d] * scale_log2 : 0.0f);
+  }
+  for (int r = threadIdx.x; r < kTcRows; r += blockDim.x) {
+    s_pos[r] = t0 + r < n_tokens ? q_pos[t0 + r] : INT_MIN;
+  }
+  for (int i = lane; i < 16 * D; i += kWarp) s_o[(i / D) * OS + i % D] = 0.0f;
+  __syncthreads();
+  if (threadIdx.x == 0) {
+    int32_t mx = INT_MIN;
+    for (int r = 0; r < kTcRows; ++r) mx = max(mx, s_pos[r]);
+    s_max_pos = mx;
+  }
+  __syncthreads();
+  const int32_t block_max_pos = s_max_pos;
+  const int row = lane % 16, half = lane / 16;  // softmax: lane = (row, every other key)
+  const int32_t my_pos = s_pos[warp * 16 + row];
+  float m_row = -INFINITY, l_row = 0.0f;
+  const size_t half_elems = static_cast<size_t>(kPageKeys) * n_kv_heads * D;
+  constexpr int kChunks = D / 8;  // 16-byte pieces of a row
+
+  for (int p0 = 0; p0 < n_pages; p0 += 4) {
+    if (pages[p0].first_pos > block_max_pos) break;  // position order
+    __syncthreads();  // every warp is done with the previous tile
+    for (int i = threadIdx.x; i < kTcKeys * kChunks; i += blockDim.x) {
+      const int key = i / kChunks, c = i % kChunks;
+      const int pg = p0 + key / kPageKeys, j = key % kPageKeys;
+      uint4 kv = make_uint4(0, 0, 0, 0), vv = make_uint4(0, 0, 0, 0);
+      if (pg < n_pages) {
+        const PageRef pr = pages[pg];
+        if (j < pr.n_tokens) {
+          const __half* kb = base + static_cast<size_t>(pr.page) * 2 * half_elems +
+                             (static_cast<size_t>(kvh) * kPageKeys + j) * D + c * 8;
+          kv = __ldg(reinterpret_cast<const uint4*>(kb));
+          vv = __ldg(reinterpret_cast<const uint4*>(kb + half_elems));
+        }
+      }
+      *reinterpret_cast<uint4*>(s_k + key * QS + c * 8) = kv;
+      *reinterpret_cast<uint4*>(s_v + key * QS + c * 8) = vv;
+    }
+    for (int key = threadIdx.x; key < kTcKeys; key += blockDim.x) {
+      const int pg = p0 + key / kPageKeys, j = key % kPageKeys;
+      int32_t kp = INT_MAX;
+      if (pg < n_pages) {
+        const PageRef pr = pages[pg];
+        if (j < pr.n_tokens) kp = pr.first_pos + j;
+      }
+      s_kpos[key] = kp;
+    }
+    __syncthreads();
+
+    // S = Q K^T for this warp's 16 rows.
+#pragma unroll
+    for (int nb = 0; nb < kTcKeys / 16; ++nb) {
+      wmma::fragment<wmma::accumulator, 16, 16, 16, float> acc;
+      wmma::fill_fragment(acc, 0.0f);
+#pragma unroll
+      for (int k0 = 0; k0 < D; k0 += 16) {
+        wmma::fragment<wmma::matrix_a, 16, 16, 16, __half, wmma::row_major> a;
+        wmma::fragment<wmma::matrix_b, 16, 16, 16, __half, wmma::col_major> b;
+        wmma::load_matrix_sync(a, s_q + warp * 16 * QS + k0, QS);
+        wmma::load_matrix_sync(b, s_k + nb * 16 * QS + k0, QS);
+        wmma::mma_sync(acc, a, b, acc);
+      }
+      wmma::store_matrix_sync(s_s + nb * 16, acc, kTcSStride, wmma::mem_row_major);
+    }
+    __syncwarp();
+
+    // Online softmax of row `row` over keys half, half + 2, ...
+    const float* srow = s_s + row * kTcSStride;
+    float mx = -INFINITY;
+#pragma unroll 8
+    for (int jj = 0; jj < kTcKeys / 2; ++jj) {
+      const int j = 2 * jj + half;
+      if (s_kpos[j] <= my_pos) mx = fmaxf(mx, srow[j]);
+    }
+    mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 16));
+    const float m_new = fmaxf(m_row, mx);
+    float alpha = 1.0f, sum = 0.0f;
+    __half* prow = s_p + row * kTcPStride;
+#pragma unroll 8
+    for (int jj = 0; jj < kTcKeys / 2; ++jj) {
+      const int j = 2 * jj + half;
+      const float e = (m_new != -INFINITY && s_kpos[j] <= my_pos) ? exp2f(srow[j] - m_new) : 0.0f;
+      prow[j] = __float2half_rn(e);
+      sum += e;
+    }
+    sum += __shfl_xor_sync(0xffffffffu, sum, 16);
+    if (m_new != -INFINITY) {
+      alpha = exp2f(m_row - m_new);  // m_row = -inf: 0
+      m_row = m_new;
+    }
+    l_row = l_row * alpha + sum;
+    float* orow = s_o + row * OS;
+    for (int dd = 0; dd < D / 2; ++dd) orow[2 * dd + half] *= alpha;
+    __syncwarp();
+
+    // O += P V.
+#pragma unroll
+    for (int nb = 0; nb < D / 16; ++nb) {
+      wmma::fragment<wmma::accumulator, 16, 16, 16, float> acc;
+      wmma::load_matrix_sync(acc, s_o + nb * 16, OS, wmma::mem_row_major);
+#pragma unroll
+      for (int k0 = 0; k0 < kTcKeys; k0 += 16) {
+        wmma::fragment<wmma::matrix_a, 16, 16, 16, __half, wmma::row_major> a;
+        wmma::fragment<wmma::matrix_b, 16, 16, 16, __half, wmma::row_major> b;
+        wmma::load_matrix_sync(a, s_p + k0, kTcPStride);
+        wmma::load_matrix_sync(b, s_v + k0 * QS + nb * 16, QS);
+        wmma::mma_sync(acc, a, b, acc);
+      }
+      wmma::store_matrix_sync(s_o + nb * 16, acc, OS, wmma::mem_row_major);
+    }
+    __syncwarp();
+  }
+
+  const int64_t t = t0 + warp * 16 + row;
+  if (t < n_tokens) {
+    const float inv = l_row > 0.0f ? 1.0f / l_row : 0.0f;
+    const float* orow = s_o + row * OS;
+    float* o = out + (t * n_heads + h) * D;
+    for (int dd = 0; dd < D / 2; ++dd) o[2 * dd + half] = orow[2 * dd + half] * inv;
+  }
+}
+
 // ---- Page scoring ------------------------------------------------------------------------------
 constexpr int kBoundThreads = 256;
 constexpr int kMaxGroup = 8;  // query heads per KV head that BoundKernel serves at once
@@ -626,9 +806,23 @@ Status CudaPagedAttentionPrefill(const KvPool& pool, const PageRef* d_pages, int
   }
   if (n_tokens < 0 || n_pages < 0) return InvalidArgumentError("CudaPagedAttentionPrefill: n < 0");
   if (n_tokens == 0) return Status::Ok();
+  const auto tc = [&](auto kernel, size_t smem) -> Status {
+    // Idempotent and not a stream operation: safe to repeat, and allowed during capture.
+    const cudaError_t err = cudaFuncSetAttribute(
+        kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem));
+    if (err != cudaSuccess) return LaunchStatus("CudaPagedAttentionPrefill: shared memory");
+    const dim3 grid(Blocks(n_tokens, kTcRows), static_cast<unsigned>(n_heads));
+    kernel<<<grid, kTcWarps * kWarp, smem, AsStream(stream)>>>(
+        reinterpret_cast<const __half*>(pool.base), pool.n_kv_heads, d_pages, n_pages, d_q,
+        d_q_pos, n_tokens, n_heads, n_heads / pool.n_kv_heads, scale, d_out);
+    return LaunchStatus("CudaPagedAttentionPrefill");
+  };
+  if (reinterpret_cast<uintptr_t>(pool.base) % 16 == 0) {
+    if (pool.head_dim == 64) return tc(TcPrefillKernel<64>, TcLayout<64>::kBytes);
+    if (pool.head_dim == 128) return tc(TcPrefillKernel<128>, TcLayout<128>::kBytes);
+  }
   const size_t smem = PrefillSharedBytes(pool.head_dim);
   if (smem > 48 * 1024) {
-    // Idempotent and not a stream operation: safe to repeat, and allowed during capture.
     const cudaError_t err =
         cudaFuncSetAttribute(PrefillAttentionKernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
                              static_cast<int>(smem));

@@ -9,6 +9,7 @@
 #include <array>
 #include <cmath>
 #include <cstdint>
+#include <cstdio>
 #include <cstring>
 #include <limits>
 #include <numeric>
@@ -230,8 +231,11 @@ struct PrefillCase {
 };
 
 TEST_F(CudaPagedTest, PrefillAttentionMatchesCpu) {
+  // head_dim 64 and 128 run on tensor cores (Q and P rounded to f16: a looser bound), 256 and 32
+  // on the float kernel; 500 + 700 spans many key tiles and row blocks.
   const PrefillCase cases[] = {{9, 3, 64, 0, 37},  {9, 3, 64, 100, 300}, {8, 2, 128, 0, 200},
-                               {4, 4, 256, 5, 40}, {9, 3, 64, 0, 1},     {6, 1, 32, 33, 70}};
+                               {4, 4, 256, 5, 40}, {9, 3, 64, 0, 1},     {6, 1, 32, 33, 70},
+                               {9, 3, 64, 500, 700}, {16, 4, 128, 20, 333}};
   for (const PrefillCase& c : cases) {
     std::mt19937 rng(200 + c.n_tokens + c.head_dim);
     PagedSetup s(c.n_kv_heads, c.head_dim, c.n_past + c.n_tokens, rng);
@@ -250,9 +254,13 @@ TEST_F(CudaPagedTest, PrefillAttentionMatchesCpu) {
     ASSERT_OK(CudaPagedAttentionPrefill(dev, dpages.get<PageRef>(), s.pages.size(), dq.get<float>(),
                                         dpos.get<int32_t>(), c.n_tokens, c.n_heads, scale,
                                         dout.get<float>(), nullptr));
-    EXPECT_LT(NormError(dout.ToHost<float>(), ToDouble(want)), 1e-5)
+    const bool tensor_cores = c.head_dim == 64 || c.head_dim == 128;
+    const double err = NormError(dout.ToHost<float>(), ToDouble(want));
+    EXPECT_LT(err, tensor_cores ? 3e-3 : 1e-5)
         << "heads " << c.n_heads << "/" << c.n_kv_heads << " dim " << c.head_dim << " past "
         << c.n_past << " tokens " << c.n_tokens;
+    std::printf("prefill heads %d/%d dim %d past %d tokens %d: error %.2e\n", c.n_heads,
+                c.n_kv_heads, c.head_dim, c.n_past, c.n_tokens, err);
   }
 }
 

@@ -174,8 +174,9 @@ TEST_F(CudaForwardTest, RealModelGreedyMatchesCpu) {
     const Agreement a = Compare(**m, prompt, 512, 512);
     EXPECT_GE(a.matches, kMinAgree)
         << "prompt '" << text << "': first mismatch at step " << a.first_mismatch;
-    // Q4_1 weights dequantized to f16 and f16 activations on the GPU: a loose sanity bound.
-    EXPECT_LT(a.prompt_logits_error, 1e-1) << "prompt '" << text << "'";
+    // Q4_1 weights dequantized to f16, f16 inputs to the products and to the prefill attention's
+    // tensor cores: ~2e-3 measured on an H200 (BENCHMARKS.md); 5x that as the bound.
+    EXPECT_LT(a.prompt_logits_error, 1e-2) << "prompt '" << text << "'";
     std::printf("real prompt %d: %zu tokens, %d/%d greedy steps agree, logits error %.2e\n", p++,
                 prompt.size(), a.matches, kSteps, a.prompt_logits_error);
   }
