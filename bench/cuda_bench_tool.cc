@@ -4,7 +4,8 @@
 //      call) and its ratio to (1), for the default model's attention shape and a Llama-8B-like
 //      one, over contexts larger than L2;
 //   3. the whole model's decode ms/token (CudaForwardPass::RunGreedy, wall clock, host included)
-//      at 8K, 128K and the largest context the device pool fits, dense and sparse (DESIGN §5:
+//      at 8K, 128K and the largest context the device pool fits, dense (a CUDA graph per step,
+//      and at 8K/128K also launched directly) and sparse (DESIGN §5:
 //      sinks + recent window + top pages by digest bound, budget 2048 tokens), over KV pages
 //      filled with random values (decode time does not depend on how the KV was produced);
 //   4. prefill tokens/s (CudaForwardPass::Run of a 4K- and an 8K-token prompt, in batches of
@@ -200,10 +201,11 @@ std::vector<std::vector<int32_t>> Tables(int n_layers, int pages_per_layer) {
 }
 
 double DecodeMsPerToken(model::CudaForwardPass& f, const model::KvView& kv, int32_t n_ctx,
-                        bool sparse, int steps) {
+                        bool sparse, int steps, bool graphs = true) {
   model::CudaSparseOptions sp = f.options().sparse;
   sp.enabled = sparse;
   f.set_sparse(sp);
+  f.set_cuda_graphs(graphs);
   CHECK_OK(f.RecomputeDigests(kv, n_ctx));
   std::vector<int32_t> tok = {42};
   for (int i = 0; i < 2; ++i) Must(f.RunGreedy(tok, n_ctx, kv), "decode warm-up");
@@ -336,6 +338,10 @@ int Main(int argc, char** argv) {
                                : std::to_string(ctx / 1024) + "K";
     Add("decode ms/token dense @" + at, "%.2f ms",
         DecodeMsPerToken(*f, kv, ctx, false, ctx == max_ctx ? std::max(3, steps / 4) : steps));
+    if (ctx != max_ctx) {
+      Add("decode ms/token dense, no CUDA graph @" + at, "%.2f ms",
+          DecodeMsPerToken(*f, kv, ctx, false, steps, false));
+    }
     Add("decode ms/token sparse (budget 2048) @" + at, "%.2f ms",
         DecodeMsPerToken(*f, kv, ctx, true, steps));
   }

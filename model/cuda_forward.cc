@@ -30,9 +30,11 @@ CudaForwardPass::~CudaForwardPass() {
     (void)kc::CudaSynchronize(stream_);
     (void)kc::CudaStreamDestroy(stream_);
   }
+  kc::CudaGraphDestroy(decode_graph_);
   blas_.reset();
   for (void* p : allocations_) (void)kc::CudaFree(p);
   if (host_io_ != nullptr) (void)kc::CudaHostFree(host_io_);
+  if (host_step_ != nullptr) (void)kc::CudaHostFree(host_step_);
 }
 
 Result<std::unique_ptr<CudaForwardPass>> CudaForwardPass::Create(
@@ -136,6 +138,10 @@ Status CudaForwardPass::Init() {
   io_ = static_cast<int32_t*>(io);
   ASSIGN_OR_RETURN(void* hio, kc::CudaHostAlloc(io_elems * sizeof(int32_t)));
   host_io_ = static_cast<int32_t*>(hio);
+  ASSIGN_OR_RETURN(void* st, Alloc(sizeof(kc::DecodeStep)));
+  step_ = static_cast<kc::DecodeStep*>(st);
+  ASSIGN_OR_RETURN(void* hst, kc::CudaHostAlloc(sizeof(kc::DecodeStep)));
+  host_step_ = static_cast<kc::DecodeStep*>(hst);
   auto alloc_f32 = [&](int64_t n) -> Result<float*> {
     ASSIGN_OR_RETURN(void* p, Alloc(static_cast<size_t>(n) * sizeof(float)));
     return static_cast<float*>(p);
@@ -206,6 +212,7 @@ Status CudaForwardPass::SyncTables(const KvView& kv, int64_t n_pages) {
     }
     if (static_cast<int64_t>(have.size()) < n_pages) have.resize(n_pages);
     std::copy(want.begin() + first, want.begin() + n_pages, have.begin() + first);
+    tables_changed_ = true;
     RETURN_IF_ERROR(kc::CudaCopyToDeviceAsync(tables_ + l * max_pages_ + first, have.data() + first,
                                               (n_pages - first) * sizeof(int32_t), stream_));
   }
@@ -265,6 +272,8 @@ Status CudaForwardPass::RecomputeDigests(const KvView& kv, int32_t n_tokens) {
   const int n_layers = model_.config().n_layers;
   RETURN_IF_ERROR(kc::CudaBuildPageRefs(tables_, max_pages_, n_layers, n_tokens, pool_.page_tokens,
                                         refs_, max_pages_, stream_));
+  refs_total_ = n_tokens;
+  tables_changed_ = false;
   for (int l = 0; l < n_layers; ++l) {
     RETURN_IF_ERROR(kc::CudaUpdateDigests(pool_, refs_ + static_cast<size_t>(l) * max_pages_,
                                           n_pages, digests_, stream_));
@@ -274,28 +283,11 @@ Status CudaForwardPass::RecomputeDigests(const KvView& kv, int32_t n_tokens) {
 
 Status CudaForwardPass::RunBatch(std::span<const int32_t> tokens, int32_t n_past, LogitsMode mode,
                                  float* logits_out, int32_t* greedy_out) {
-  const ModelConfig& c = model_.config();
   const int64_t n = static_cast<int64_t>(tokens.size());
   const int64_t B = options_.max_batch_tokens;
-  const int64_t dim = c.dim, kv_dim = c.kv_dim(), ffn = c.ffn_dim, vocab = c.vocab_size;
   const int pt = pool_.page_tokens;
-  const float scale = 1.0f / std::sqrt(static_cast<float>(c.head_dim));
   const int32_t total = n_past + static_cast<int32_t>(n);
   const int n_pages = (total + pt - 1) / pt;
-  const int first_new_page = n_past / pt;
-  void* s = stream_;
-
-  // Tokens and positions: the pinned staging is free (the previous batch ended with a sync).
-  int32_t* d_tokens = io_;
-  int32_t* d_positions = io_ + B;
-  int32_t* d_argmax = io_ + 2 * B;
-  std::memcpy(host_io_, tokens.data(), n * sizeof(int32_t));
-  for (int64_t t = 0; t < n; ++t) host_io_[B + t] = n_past + static_cast<int32_t>(t);
-  RETURN_IF_ERROR(kc::CudaCopyToDeviceAsync(d_tokens, host_io_, n * sizeof(int32_t), s));
-  RETURN_IF_ERROR(kc::CudaCopyToDeviceAsync(d_positions, host_io_ + B, n * sizeof(int32_t), s));
-  RETURN_IF_ERROR(
-      kc::CudaBuildPageRefs(tables_, max_pages_, c.n_layers, total, pt, refs_, max_pages_, s));
-  RETURN_IF_ERROR(kc::CudaEmbedding(embd_, dim, d_tokens, n, x_, s));
 
   // Sparse decode: sinks + recent window + top pages, in layers past the dense ones.
   const CudaSparseOptions& sp = options_.sparse;
@@ -304,6 +296,73 @@ Status CudaForwardPass::RunBatch(std::span<const int32_t> tokens, int32_t n_past
   const int k_pages = std::max(0, sp.budget_tokens / pt - sink_pages - recent_pages);
   const int n_sel = kc::CudaSelectedPages(n_pages, sink_pages, recent_pages, k_pages);
   const bool sparse_step = n == 1 && sp.enabled && total > sp.min_context_tokens && n_sel < n_pages;
+  const bool step_program = n == 1 && !sparse_step;
+
+  // Inputs into the pinned staging: free, the previous batch ended with a sync.
+  std::memcpy(host_io_, tokens.data(), n * sizeof(int32_t));
+  for (int64_t t = 0; t < n; ++t) host_io_[B + t] = n_past + static_cast<int32_t>(t);
+  void* s = stream_;
+  if (step_program) {
+    *host_step_ = kc::DecodeStep{n_past, total, n_pages, 0};
+    // The step program appends its own page's ref; the refs before it must describe n_past
+    // tokens of the current tables.
+    if (tables_changed_ || refs_total_ != n_past) {
+      RETURN_IF_ERROR(kc::CudaBuildPageRefs(tables_, max_pages_, model_.config().n_layers, n_past,
+                                            pt, refs_, max_pages_, s));
+    }
+  }
+  const bool greedy = greedy_out != nullptr;
+  if (step_program && greedy && options_.cuda_graphs) {
+    if (decode_graph_ == nullptr) {
+      RETURN_IF_ERROR(kc::CudaStreamBeginCapture(s));
+      const Status st = Enqueue(n, n_past, mode, nullptr, true, true, false);
+      auto exec = kc::CudaStreamEndCapture(s);  // ends the capture even after an error
+      RETURN_IF_ERROR(st);
+      if (!exec.ok()) return exec.status();
+      decode_graph_ = *exec;
+    }
+    RETURN_IF_ERROR(kc::CudaGraphLaunch(decode_graph_, s));
+  } else {
+    RETURN_IF_ERROR(Enqueue(n, n_past, mode, logits_out, greedy, step_program, sparse_step));
+  }
+  RETURN_IF_ERROR(kc::CudaSynchronize(s));
+  refs_total_ = total;
+  tables_changed_ = false;
+  if (greedy) *greedy_out = host_io_[2 * B];
+  return Status::Ok();
+}
+
+Status CudaForwardPass::Enqueue(int64_t n, int32_t n_past, LogitsMode mode, float* logits_out,
+                                bool greedy, bool step_program, bool sparse_step) {
+  const ModelConfig& c = model_.config();
+  const int64_t B = options_.max_batch_tokens;
+  const int64_t dim = c.dim, kv_dim = c.kv_dim(), ffn = c.ffn_dim, vocab = c.vocab_size;
+  const int pt = pool_.page_tokens;
+  const float scale = 1.0f / std::sqrt(static_cast<float>(c.head_dim));
+  const int32_t total = n_past + static_cast<int32_t>(n);
+  const int n_pages = (total + pt - 1) / pt;
+  const int first_new_page = n_past / pt;
+  void* s = stream_;
+  const CudaSparseOptions& sp = options_.sparse;
+  const int sink_pages = (sp.sink_tokens + pt - 1) / pt;
+  const int recent_pages = (sp.recent_tokens + pt - 1) / pt;
+  const int k_pages = std::max(0, sp.budget_tokens / pt - sink_pages - recent_pages);
+  const int n_sel = kc::CudaSelectedPages(n_pages, sink_pages, recent_pages, k_pages);
+
+  int32_t* d_tokens = io_;
+  int32_t* d_positions = io_ + B;
+  int32_t* d_argmax = io_ + 2 * B;
+  RETURN_IF_ERROR(kc::CudaCopyToDeviceAsync(d_tokens, host_io_, n * sizeof(int32_t), s));
+  RETURN_IF_ERROR(kc::CudaCopyToDeviceAsync(d_positions, host_io_ + B, n * sizeof(int32_t), s));
+  if (step_program) {
+    RETURN_IF_ERROR(kc::CudaCopyToDeviceAsync(step_, host_step_, sizeof(kc::DecodeStep), s));
+    RETURN_IF_ERROR(
+        kc::CudaAppendPageRef(tables_, max_pages_, c.n_layers, step_, pt, refs_, max_pages_, s));
+  } else {
+    RETURN_IF_ERROR(
+        kc::CudaBuildPageRefs(tables_, max_pages_, c.n_layers, total, pt, refs_, max_pages_, s));
+  }
+  RETURN_IF_ERROR(kc::CudaEmbedding(embd_, dim, d_tokens, n, x_, s));
 
   float* q = qkv_;
   float* k = qkv_ + n * dim;
@@ -327,22 +386,26 @@ Status CudaForwardPass::RunBatch(std::span<const int32_t> tokens, int32_t n_past
                                         c.rope_freq_base, c.rope_freq_scale, s));
     RETURN_IF_ERROR(kc::CudaWriteKv(pool_, tables_ + static_cast<size_t>(l) * max_pages_,
                                     d_positions, k, v, n, s));
-    RETURN_IF_ERROR(
-        kc::CudaUpdateDigests(pool_, refs + first_new_page, n_pages - first_new_page, digests_, s));
-    if (n == 1) {
+    if (step_program) {
+      RETURN_IF_ERROR(kc::CudaUpdateStepDigest(pool_, refs, step_, digests_, s));
+      RETURN_IF_ERROR(kc::CudaPagedAttentionDecodeStep(pool_, refs, max_pages_, step_, q,
+                                                       c.n_heads, scale, attn_, attn_ws_, s));
+    } else {
+      RETURN_IF_ERROR(
+          kc::CudaUpdateDigests(pool_, refs + first_new_page, n_pages - first_new_page, digests_, s));
       if (sparse_step && l >= sp.dense_layers) {
         RETURN_IF_ERROR(kc::CudaSelectPages(pool_, digests_, refs, n_pages, sink_pages,
                                             recent_pages, k_pages, q, c.n_heads, scale, selected_,
                                             select_ws_, s));
         RETURN_IF_ERROR(kc::CudaPagedAttentionDecodePerKvHead(
             pool_, selected_, n_sel, q, n_past, c.n_heads, scale, attn_, attn_ws_, s));
-      } else {
+      } else if (n == 1) {
         RETURN_IF_ERROR(kc::CudaPagedAttentionDecode(pool_, refs, n_pages, q, n_past, c.n_heads,
                                                      scale, attn_, attn_ws_, s));
+      } else {
+        RETURN_IF_ERROR(kc::CudaPagedAttentionPrefill(pool_, refs, n_pages, q, d_positions, n,
+                                                      c.n_heads, scale, attn_, s));
       }
-    } else {
-      RETURN_IF_ERROR(kc::CudaPagedAttentionPrefill(pool_, refs, n_pages, q, d_positions, n,
-                                                    c.n_heads, scale, attn_, s));
     }
     RETURN_IF_ERROR(kc::CudaF32ToF16(attn_, n * dim, h16_, s));
     RETURN_IF_ERROR(blas_->Gemm(w.wo, dim, dim, h16_, n, 1.0f, x_, s));  // x += wo . attn
@@ -363,7 +426,7 @@ Status CudaForwardPass::RunBatch(std::span<const int32_t> tokens, int32_t n_past
     RETURN_IF_ERROR(
         kc::CudaRmsNormToF16(x_ + first_row * dim, output_norm_, rows, dim, c.rms_eps, h16_, s));
     RETURN_IF_ERROR(blas_->Gemm(output_, vocab, dim, h16_, rows, 0.0f, logits_, s));
-    if (greedy_out != nullptr) {
+    if (greedy) {
       RETURN_IF_ERROR(kc::CudaArgmax(logits_ + (rows - 1) * vocab, 1, vocab, d_argmax, s));
       RETURN_IF_ERROR(kc::CudaCopyToHostAsync(host_io_ + 2 * B, d_argmax, sizeof(int32_t), s));
     } else if (logits_out != nullptr) {
@@ -371,8 +434,6 @@ Status CudaForwardPass::RunBatch(std::span<const int32_t> tokens, int32_t n_past
           logits_out, logits_, static_cast<size_t>(rows * vocab) * sizeof(float), s));
     }
   }
-  RETURN_IF_ERROR(kc::CudaSynchronize(s));
-  if (greedy_out != nullptr) *greedy_out = host_io_[2 * B];
   return Status::Ok();
 }
 

@@ -23,6 +23,7 @@
 
 namespace kvtier::kernels::cuda {
 class CudaBlas;
+struct DecodeStep;
 }
 
 namespace kvtier::model {
@@ -46,6 +47,10 @@ struct CudaForwardOptions {
   int max_context_tokens = 0;
   int page_tokens = 16;
   CudaSparseOptions sparse;
+  // Dense single-token RunGreedy steps replay one CUDA graph of the whole step (captured on
+  // first use) instead of launching its ~450 kernels one by one; sparse steps, Run and prompt
+  // batches always launch directly. Results are the same either way (the same kernels).
+  bool cuda_graphs = true;
 };
 
 class CudaForwardPass {
@@ -67,6 +72,7 @@ class CudaForwardPass {
   void* stream() const { return stream_; }
   const CudaForwardOptions& options() const { return options_; }
   void set_sparse(const CudaSparseOptions& sparse) { options_.sparse = sparse; }
+  void set_cuda_graphs(bool on) { options_.cuda_graphs = on; }
   // Device bytes held for weights and for the KV pool (with digests).
   uint64_t weight_bytes() const { return weight_bytes_; }
   uint64_t pool_bytes() const { return pool_bytes_; }
@@ -106,6 +112,11 @@ class CudaForwardPass {
   // the last row's argmax goes there instead.
   Status RunBatch(std::span<const int32_t> tokens, int32_t n_past, LogitsMode mode,
                   float* logits_out, int32_t* greedy_out);
+  // Enqueues a batch whose inputs RunBatch staged in host_io_ (and host_step_): the work of
+  // RunBatch without the final synchronisation. step_program: a dense single-token step whose
+  // launches read its position from step_ (capturable in a graph).
+  Status Enqueue(int64_t n, int32_t n_past, LogitsMode mode, float* logits_out, bool greedy,
+                 bool step_program, bool sparse_step);
 
   const Model& model_;
   CudaForwardOptions options_;
@@ -136,6 +147,11 @@ class CudaForwardPass {
   void* attn_ws_ = nullptr;                            // decode split-k partials
   void* select_ws_ = nullptr;                          // page scoring and top-k
   std::vector<std::vector<int32_t>> uploaded_tables_;  // what tables_ holds, per layer
+  bool tables_changed_ = true;    // SyncTables uploaded something since refs_ were built
+  int32_t refs_total_ = -1;       // refs_ describe this many tokens of the current tables
+  kernels::cuda::DecodeStep* step_ = nullptr;       // device
+  kernels::cuda::DecodeStep* host_step_ = nullptr;  // pinned
+  void* decode_graph_ = nullptr;  // cudaGraphExec_t of the dense greedy decode step
 };
 
 }  // namespace kvtier::model

@@ -181,6 +181,25 @@ __global__ void FillRandomKernel(uint16_t* x, int64_t n, uint64_t seed, float si
   Store(x + i, v);
 }
 
+// Pages per split block: as few as kMinSplitPages, as many as keeps the splits <= kMaxSplits.
+__host__ __device__ inline int PagesPerSplit(int n_pages) {
+  const int by_cap = (n_pages + kMaxSplits - 1) / kMaxSplits;
+  return by_cap > kMinSplitPages ? by_cap : kMinSplitPages;
+}
+
+int DecodeSplits(int n_pages) {
+  if (n_pages <= 0) return 1;
+  const int per = PagesPerSplit(n_pages);
+  return (n_pages + per - 1) / per;
+}
+
+// Splits that any context of at most n_pages needs: the grid of a step launch and the size of
+// the workspace (DecodeSplits itself is not monotonic: 1024 pages take 256 splits, 1025 take 205).
+int MaxDecodeSplits(int n_pages) {
+  if (n_pages <= 0) return 1;
+  return std::min(kMaxSplits, (n_pages + kMinSplitPages - 1) / kMinSplitPages);
+}
+
 // ---- Decode attention ---------------------------------------------------------------------
 // Two kernels produce the same (m, l, o) partials per (query head, split), merged by
 // MergeSplitsKernel when there is more than one split:
@@ -196,9 +215,14 @@ __global__ void FillRandomKernel(uint16_t* x, int64_t n, uint64_t seed, float si
 // (one split) or the partial (m, l, o) for MergeSplitsKernel.
 __global__ void __launch_bounds__(kAttnWarps* kWarp)
     DecodeAttentionKernel(const __half* pool_base, int page_tokens, int n_kv_heads, int head_dim,
-                          const PageRef* pages, int n_pages, int pages_stride, int pages_per_split,
-                          const float* q, int32_t q_pos, int group, float scale, float* out,
-                          float* partials, int n_splits) {
+                          const PageRef* pages, int n_pages, int pages_stride,
+                          const DecodeStep* step, const float* q, int32_t q_pos, int group,
+                          float scale, float* out, float* partials, int n_splits) {
+  if (step != nullptr) {
+    n_pages = step->n_pages;
+    q_pos = step->pos;
+  }
+  const int pages_per_split = PagesPerSplit(n_pages);
   const int h = blockIdx.x;
   const int split = blockIdx.y;
   const int warp = threadIdx.x / kWarp, lane = threadIdx.x % kWarp;
@@ -295,8 +319,13 @@ __global__ void __launch_bounds__(kAttnWarps* kWarp)
 template <int D, int G>
 __global__ void __launch_bounds__(kAttnWarps* kWarp)
     GroupDecodeKernel(const __half* pool_base, int n_kv_heads, const PageRef* pages, int n_pages,
-                      int pages_stride, int pages_per_split, const float* q, int32_t q_pos,
+                      int pages_stride, const DecodeStep* step, const float* q, int32_t q_pos,
                       float scale, float* out, float* partials, int n_splits) {
+  if (step != nullptr) {
+    n_pages = step->n_pages;
+    q_pos = step->pos;
+  }
+  const int pages_per_split = PagesPerSplit(n_pages);
   constexpr int kLanes = D / 8;
   constexpr int kRows = kWarp / kLanes;
   constexpr int kPasses = kFastPageTokens / kRows;
@@ -547,17 +576,6 @@ __global__ void __launch_bounds__(kMergeThreads)
   }
 }
 
-// Pages per split block: as few as kMinSplitPages, as many as keeps the splits <= kMaxSplits.
-int PagesPerSplit(int n_pages) {
-  const int by_cap = (n_pages + kMaxSplits - 1) / kMaxSplits;
-  return std::max(kMinSplitPages, by_cap);
-}
-
-int DecodeSplits(int n_pages) {
-  if (n_pages <= 0) return 1;
-  const int per = PagesPerSplit(n_pages);
-  return (n_pages + per - 1) / per;
-}
 
 unsigned Blocks(int64_t n, int threads) {
   return static_cast<unsigned>((n + threads - 1) / threads);
@@ -756,16 +774,18 @@ Status CudaFillRandomF16(uint16_t* d_x, int64_t n, uint64_t seed, float sigma, v
 }
 
 size_t CudaDecodeAttentionWorkspaceBytes(int n_heads, int head_dim, int n_pages) {
-  const int splits = DecodeSplits(n_pages);
+  const int splits = MaxDecodeSplits(n_pages);
   if (splits <= 1) return 0;
   return static_cast<size_t>(n_heads) * splits * (head_dim + 2) * sizeof(float);
 }
 
 namespace {
 
+// d_step null: n_pages and q_pos as given, DecodeSplits(n_pages) splits. d_step set: both read
+// on the device, n_pages is the list's capacity and the grid has MaxDecodeSplits(n_pages).
 Status LaunchDecode(const KvPool& pool, const PageRef* d_pages, int n_pages, int pages_stride,
-                    const float* d_q, int32_t q_pos, int n_heads, float scale, float* d_out,
-                    void* d_workspace, void* stream) {
+                    const DecodeStep* d_step, const float* d_q, int32_t q_pos, int n_heads,
+                    float scale, float* d_out, void* d_workspace, void* stream) {
   if (pool.n_kv_heads <= 0 || n_heads <= 0 || n_heads % pool.n_kv_heads != 0) {
     return InvalidArgumentError(
         "CudaPagedAttentionDecode: n_heads must be a multiple of n_kv_heads");
@@ -774,8 +794,7 @@ Status LaunchDecode(const KvPool& pool, const PageRef* d_pages, int n_pages, int
     return InvalidArgumentError("CudaPagedAttentionDecode: head_dim must be in [1, 256]");
   }
   if (n_pages < 0) return InvalidArgumentError("CudaPagedAttentionDecode: n_pages < 0");
-  const int splits = DecodeSplits(n_pages);
-  const int per_split = PagesPerSplit(n_pages);
+  const int splits = d_step != nullptr ? MaxDecodeSplits(n_pages) : DecodeSplits(n_pages);
   if (splits > 1 && d_workspace == nullptr) {
     return InvalidArgumentError("CudaPagedAttentionDecode: workspace required");
   }
@@ -790,7 +809,7 @@ Status LaunchDecode(const KvPool& pool, const PageRef* d_pages, int n_pages, int
     const dim3 block(kAttnWarps * kWarp);
 #define KVTIER_GROUP_DECODE(D, G)                                                              \
   GroupDecodeKernel<D, G><<<grid, block, 0, st>>>(base, pool.n_kv_heads, d_pages, n_pages,     \
-                                                 pages_stride, per_split, d_q, q_pos, scale,  \
+                                                 pages_stride, d_step, d_q, q_pos, scale,     \
                                                  d_out, partials, splits)
     switch (pool.head_dim * 16 + group) {
       case 64 * 16 + 1: KVTIER_GROUP_DECODE(64, 1); break;
@@ -813,7 +832,7 @@ Status LaunchDecode(const KvPool& pool, const PageRef* d_pages, int n_pages, int
     const dim3 grid(static_cast<unsigned>(n_heads), static_cast<unsigned>(splits));
     DecodeAttentionKernel<<<grid, kAttnWarps * kWarp, 0, st>>>(
         base, pool.page_tokens, pool.n_kv_heads, pool.head_dim, d_pages, n_pages, pages_stride,
-        per_split, d_q, q_pos, group, scale, d_out, partials, splits);
+        d_step, d_q, q_pos, group, scale, d_out, partials, splits);
   }
   RETURN_IF_ERROR(LaunchStatus("CudaPagedAttentionDecode"));
   if (splits > 1) {
@@ -829,15 +848,47 @@ Status LaunchDecode(const KvPool& pool, const PageRef* d_pages, int n_pages, int
 Status CudaPagedAttentionDecode(const KvPool& pool, const PageRef* d_pages, int n_pages,
                                 const float* d_q, int32_t q_pos, int n_heads, float scale,
                                 float* d_out, void* d_workspace, void* stream) {
-  return LaunchDecode(pool, d_pages, n_pages, 0, d_q, q_pos, n_heads, scale, d_out, d_workspace,
-                      stream);
+  return LaunchDecode(pool, d_pages, n_pages, 0, nullptr, d_q, q_pos, n_heads, scale, d_out,
+                      d_workspace, stream);
 }
 
 Status CudaPagedAttentionDecodePerKvHead(const KvPool& pool, const PageRef* d_pages, int n_pages,
                                          const float* d_q, int32_t q_pos, int n_heads, float scale,
                                          float* d_out, void* d_workspace, void* stream) {
-  return LaunchDecode(pool, d_pages, n_pages, n_pages, d_q, q_pos, n_heads, scale, d_out,
+  return LaunchDecode(pool, d_pages, n_pages, n_pages, nullptr, d_q, q_pos, n_heads, scale, d_out,
                       d_workspace, stream);
+}
+
+Status CudaPagedAttentionDecodeStep(const KvPool& pool, const PageRef* d_pages, int max_pages,
+                                    const DecodeStep* d_step, const float* d_q, int n_heads,
+                                    float scale, float* d_out, void* d_workspace, void* stream) {
+  if (d_step == nullptr) return InvalidArgumentError("CudaPagedAttentionDecodeStep: no step");
+  return LaunchDecode(pool, d_pages, max_pages, 0, d_step, d_q, 0, n_heads, scale, d_out,
+                      d_workspace, stream);
+}
+
+Status CudaStreamBeginCapture(void* stream) {
+  return FromCuda(cudaStreamBeginCapture(AsStream(stream), cudaStreamCaptureModeThreadLocal),
+                  "cudaStreamBeginCapture");
+}
+
+Result<void*> CudaStreamEndCapture(void* stream) {
+  cudaGraph_t graph = nullptr;
+  RETURN_IF_ERROR(FromCuda(cudaStreamEndCapture(AsStream(stream), &graph), "cudaStreamEndCapture"));
+  cudaGraphExec_t exec = nullptr;
+  const cudaError_t err = cudaGraphInstantiate(&exec, graph, 0);
+  (void)cudaGraphDestroy(graph);  // the executable graph keeps what it needs
+  RETURN_IF_ERROR(FromCuda(err, "cudaGraphInstantiate"));
+  return static_cast<void*>(exec);
+}
+
+Status CudaGraphLaunch(void* graph_exec, void* stream) {
+  return FromCuda(cudaGraphLaunch(static_cast<cudaGraphExec_t>(graph_exec), AsStream(stream)),
+                  "cudaGraphLaunch");
+}
+
+void CudaGraphDestroy(void* graph_exec) {
+  if (graph_exec != nullptr) (void)cudaGraphExecDestroy(static_cast<cudaGraphExec_t>(graph_exec));
 }
 
 }  // namespace kvtier::kernels::cuda

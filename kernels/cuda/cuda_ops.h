@@ -50,6 +50,14 @@ Status CudaEventDestroy(void* event);
 Status CudaEventRecord(void* event, void* stream);
 Result<float> CudaEventElapsedMs(void* start, void* end);
 
+// CUDA graphs of one stream's work. BeginCapture records (does not run) what is enqueued on
+// `stream` until EndCapture, which instantiates it and returns the cudaGraphExec_t; Launch
+// replays it on `stream` (asynchronously, like any launch).
+Status CudaStreamBeginCapture(void* stream);
+Result<void*> CudaStreamEndCapture(void* stream);
+Status CudaGraphLaunch(void* graph_exec, void* stream);
+void CudaGraphDestroy(void* graph_exec);
+
 // ---- Ops ----------------------------------------------------------------------------------
 
 // out[t] = x[t] / sqrt(mean(x[t]^2) + eps) * weight.  x, out: [n_tokens][dim] f32 (may alias);
@@ -103,6 +111,23 @@ Status CudaFillRandomF16(uint16_t* d_x, int64_t n, uint64_t seed, float sigma, v
 //              for the split-k partial results; it may be null when that size is 0.
 // Query head h uses KV head h / (n_heads / pool.n_kv_heads). A head with no visible key gets 0.
 size_t CudaDecodeAttentionWorkspaceBytes(int n_heads, int head_dim, int n_pages);
+
+// One decode step's context, read by kernels from device memory, so that a step's launches do
+// not depend on the context length and can be replayed from a CUDA graph: the host writes it
+// (through an async copy that is part of the graph) before each replay.
+struct DecodeStep {
+  int32_t pos = 0;      // position of the step's token: its query's q_pos
+  int32_t total = 0;    // tokens in the context after the step: pos + 1
+  int32_t n_pages = 0;  // its pages: ceil(total / page_tokens)
+  int32_t pad = 0;
+};
+
+// CudaPagedAttentionDecode over d_pages[0, d_step->n_pages) with q_pos = d_step->pos (both read
+// on the device); d_pages holds up to max_pages refs. Workspace:
+// CudaDecodeAttentionWorkspaceBytes(n_heads, head_dim, max_pages).
+Status CudaPagedAttentionDecodeStep(const KvPool& pool, const PageRef* d_pages, int max_pages,
+                                    const DecodeStep* d_step, const float* d_q, int n_heads,
+                                    float scale, float* d_out, void* d_workspace, void* stream);
 Status CudaPagedAttentionDecode(const KvPool& pool, const PageRef* d_pages, int n_pages,
                                 const float* d_q, int32_t q_pos, int n_heads, float scale,
                                 float* d_out, void* d_workspace, void* stream);

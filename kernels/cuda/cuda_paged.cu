@@ -82,10 +82,23 @@ __global__ void WriteKvKernel(__half* base, int page_tokens, int n_kv_heads, int
   base[off + half_elems] = __float2half_rn(v[idx]);
 }
 
-// Grid (n_pages, n_kv_heads), threads over head_dim.
+// One thread per layer: the ref of the page a decode step writes (its last page).
+__global__ void AppendPageRefKernel(const int32_t* tables, int64_t table_stride, int n_layers,
+                                    const DecodeStep* step, int page_tokens, PageRef* refs,
+                                    int64_t refs_stride) {
+  const int l = blockIdx.x * blockDim.x + threadIdx.x;
+  if (l >= n_layers) return;
+  const int p = step->n_pages - 1;
+  const int32_t first = p * page_tokens;
+  refs[l * refs_stride + p] =
+      PageRef{tables[l * table_stride + p], first, min(page_tokens, step->total - first)};
+}
+
+// Grid (n_pages, n_kv_heads), threads over head_dim; with `step`, grid (1, n_kv_heads) and the
+// page is pages[step->n_pages - 1].
 __global__ void DigestKernel(const __half* base, int page_tokens, int n_kv_heads, int head_dim,
-                             const PageRef* pages, __half* digests) {
-  const PageRef pr = pages[blockIdx.x];
+                             const PageRef* pages, const DecodeStep* step, __half* digests) {
+  const PageRef pr = pages[step != nullptr ? step->n_pages - 1 : static_cast<int>(blockIdx.x)];
   const int g = blockIdx.y;
   const size_t half_elems = static_cast<size_t>(page_tokens) * n_kv_heads * head_dim;
   const __half* kb = base + static_cast<size_t>(pr.page) * 2 * half_elems +
@@ -791,10 +804,33 @@ Status CudaUpdateDigests(const KvPool& pool, const PageRef* d_pages, int n_pages
   if (n_pages < 0) return InvalidArgumentError("CudaUpdateDigests: n_pages < 0");
   if (n_pages == 0) return Status::Ok();
   const dim3 grid(static_cast<unsigned>(n_pages), static_cast<unsigned>(pool.n_kv_heads));
-  DigestKernel<<<grid, 64, 0, AsStream(stream)>>>(reinterpret_cast<const __half*>(pool.base),
-                                                  pool.page_tokens, pool.n_kv_heads, pool.head_dim,
-                                                  d_pages, reinterpret_cast<__half*>(d_digests));
+  DigestKernel<<<grid, 64, 0, AsStream(stream)>>>(
+      reinterpret_cast<const __half*>(pool.base), pool.page_tokens, pool.n_kv_heads, pool.head_dim,
+      d_pages, nullptr, reinterpret_cast<__half*>(d_digests));
   return LaunchStatus("CudaUpdateDigests");
+}
+
+Status CudaAppendPageRef(const int32_t* d_tables, int64_t table_stride, int n_layers,
+                         const DecodeStep* d_step, int page_tokens, PageRef* d_refs,
+                         int64_t refs_stride, void* stream) {
+  if (n_layers < 0 || page_tokens <= 0 || d_step == nullptr) {
+    return InvalidArgumentError("CudaAppendPageRef: bad arguments");
+  }
+  if (n_layers == 0) return Status::Ok();
+  AppendPageRefKernel<<<Blocks(n_layers, 128), 128, 0, AsStream(stream)>>>(
+      d_tables, table_stride, n_layers, d_step, page_tokens, d_refs, refs_stride);
+  return LaunchStatus("CudaAppendPageRef");
+}
+
+Status CudaUpdateStepDigest(const KvPool& pool, const PageRef* d_pages, const DecodeStep* d_step,
+                            uint16_t* d_digests, void* stream) {
+  RETURN_IF_ERROR(CheckPool(pool, pool.n_kv_heads, "CudaUpdateStepDigest"));
+  if (d_step == nullptr) return InvalidArgumentError("CudaUpdateStepDigest: no step");
+  const dim3 grid(1, static_cast<unsigned>(pool.n_kv_heads));
+  DigestKernel<<<grid, 64, 0, AsStream(stream)>>>(
+      reinterpret_cast<const __half*>(pool.base), pool.page_tokens, pool.n_kv_heads, pool.head_dim,
+      d_pages, d_step, reinterpret_cast<__half*>(d_digests));
+  return LaunchStatus("CudaUpdateStepDigest");
 }
 
 Status CudaPagedAttentionPrefill(const KvPool& pool, const PageRef* d_pages, int n_pages,

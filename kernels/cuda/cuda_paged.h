@@ -20,6 +20,7 @@
 
 #include "base/status.h"
 #include "kernels/cpu/ops.h"
+#include "kernels/cuda/cuda_ops.h"  // DecodeStep
 
 namespace kvtier::kernels::cuda {
 
@@ -56,6 +57,17 @@ Status CudaUpdateDigests(const KvPool& pool, const PageRef* d_pages, int n_pages
 Status CudaPagedAttentionPrefill(const KvPool& pool, const PageRef* d_pages, int n_pages,
                                  const float* d_q, const int32_t* d_q_pos, int64_t n_tokens,
                                  int n_heads, float scale, float* d_out, void* stream);
+
+// ---- Decode steps with the context length on the device (CUDA graph replay) ----------------
+// refs[l * refs_stride + n - 1] for every layer l < n_layers, n = d_step->n_pages: the ref of
+// the page the step's token goes to, as CudaBuildPageRefs(total = d_step->total) would write
+// it. The refs of the earlier pages must already be in place.
+Status CudaAppendPageRef(const int32_t* d_tables, int64_t table_stride, int n_layers,
+                         const DecodeStep* d_step, int page_tokens, PageRef* d_refs,
+                         int64_t refs_stride, void* stream);
+// CudaUpdateDigests of the one page d_pages[d_step->n_pages - 1].
+Status CudaUpdateStepDigest(const KvPool& pool, const PageRef* d_pages, const DecodeStep* d_step,
+                            uint16_t* d_digests, void* stream);
 
 // ---- Sparse attention: page scoring and selection (DESIGN §5) ------------------------------
 //
