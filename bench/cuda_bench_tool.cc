@@ -204,6 +204,7 @@ double DecodeMsPerToken(model::CudaForwardPass& f, const model::KvView& kv, int3
                         bool sparse, int steps, bool graphs = true) {
   model::CudaSparseOptions sp = f.options().sparse;
   sp.enabled = sparse;
+  sp.min_context_tokens = 0;  // measure sparse at every context (the default starts at 256K)
   f.set_sparse(sp);
   f.set_cuda_graphs(graphs);
   CHECK_OK(f.RecomputeDigests(kv, n_ctx));

@@ -380,14 +380,18 @@ Status CudaForwardPass::Enqueue(int64_t n, int32_t n_past, LogitsMode mode, floa
       RETURN_IF_ERROR(blas_->Gemm(w.wqkv + dim * dim, kv_dim, dim, h16_, n, 0.0f, k, s));
       RETURN_IF_ERROR(blas_->Gemm(w.wqkv + (dim + kv_dim) * dim, kv_dim, dim, h16_, n, 0.0f, v, s));
     }
-    RETURN_IF_ERROR(kc::CudaRopeInPlace(q, n, c.n_heads, c.head_dim, d_positions, c.rope_freq_base,
-                                        c.rope_freq_scale, s));
-    RETURN_IF_ERROR(kc::CudaRopeInPlace(k, n, c.n_kv_heads, c.head_dim, d_positions,
-                                        c.rope_freq_base, c.rope_freq_scale, s));
+    if (n == 1) {  // q | k contiguous: their heads in one launch
+      RETURN_IF_ERROR(kc::CudaRopeInPlace(q, 1, c.n_heads + c.n_kv_heads, c.head_dim, d_positions,
+                                          c.rope_freq_base, c.rope_freq_scale, s));
+    } else {
+      RETURN_IF_ERROR(kc::CudaRopeInPlace(q, n, c.n_heads, c.head_dim, d_positions,
+                                          c.rope_freq_base, c.rope_freq_scale, s));
+      RETURN_IF_ERROR(kc::CudaRopeInPlace(k, n, c.n_kv_heads, c.head_dim, d_positions,
+                                          c.rope_freq_base, c.rope_freq_scale, s));
+    }
     RETURN_IF_ERROR(kc::CudaWriteKv(pool_, tables_ + static_cast<size_t>(l) * max_pages_,
                                     d_positions, k, v, n, s));
-    if (step_program) {
-      RETURN_IF_ERROR(kc::CudaUpdateStepDigest(pool_, refs, step_, digests_, s));
+    if (step_program) {  // the step page's digests: once for all layers, after the loop
       RETURN_IF_ERROR(kc::CudaPagedAttentionDecodeStep(pool_, refs, max_pages_, step_, q,
                                                        c.n_heads, scale, attn_, attn_ws_, s));
     } else {
@@ -418,6 +422,10 @@ Status CudaForwardPass::Enqueue(int64_t n, int32_t n_past, LogitsMode mode, floa
     }
     RETURN_IF_ERROR(kc::CudaSwiGluToF16(gate, up, n * ffn, h16_, s));
     RETURN_IF_ERROR(blas_->Gemm(w.wdown, dim, ffn, h16_, n, 1.0f, x_, s));  // x += down . h
+  }
+  if (step_program) {
+    RETURN_IF_ERROR(
+        kc::CudaUpdateStepDigests(pool_, refs_, max_pages_, c.n_layers, step_, digests_, s));
   }
 
   if (mode != LogitsMode::kNone) {

@@ -31,7 +31,10 @@ namespace kvtier::model {
 // Sparse (retrieval) attention for decode steps, DESIGN §5.
 struct CudaSparseOptions {
   bool enabled = false;
-  int min_context_tokens = 4096;  // sparse only when the context is longer than this
+  // Sparse only when the context is longer than this. On an H100 a dense step is cheaper up to
+  // ~300K tokens (dense 1.6 / 2.8 ms vs sparse 3.2 / 3.4 ms at 8K / 128K; 29.8 vs 13.2 ms at
+  // 3.2M: BENCHMARKS.md), and exact: DESIGN §5's 4096 is a CPU figure.
+  int min_context_tokens = 262144;
   int dense_layers = 2;           // the first layers stay dense
   int budget_tokens = 2048;       // sinks + recent window + top pages, in tokens
   int sink_tokens = 64;

@@ -94,11 +94,13 @@ __global__ void AppendPageRefKernel(const int32_t* tables, int64_t table_stride,
       PageRef{tables[l * table_stride + p], first, min(page_tokens, step->total - first)};
 }
 
-// Grid (n_pages, n_kv_heads), threads over head_dim; with `step`, grid (1, n_kv_heads) and the
-// page is pages[step->n_pages - 1].
+// Grid (n_pages, n_kv_heads), threads over head_dim; with `step`, grid (n_layers, n_kv_heads)
+// and block l's page is pages[l * refs_stride + step->n_pages - 1].
 __global__ void DigestKernel(const __half* base, int page_tokens, int n_kv_heads, int head_dim,
-                             const PageRef* pages, const DecodeStep* step, __half* digests) {
-  const PageRef pr = pages[step != nullptr ? step->n_pages - 1 : static_cast<int>(blockIdx.x)];
+                             const PageRef* pages, int64_t refs_stride, const DecodeStep* step,
+                             __half* digests) {
+  const PageRef pr = step != nullptr ? pages[blockIdx.x * refs_stride + step->n_pages - 1]
+                                     : pages[blockIdx.x];
   const int g = blockIdx.y;
   const size_t half_elems = static_cast<size_t>(page_tokens) * n_kv_heads * head_dim;
   const __half* kb = base + static_cast<size_t>(pr.page) * 2 * half_elems +
@@ -806,7 +808,7 @@ Status CudaUpdateDigests(const KvPool& pool, const PageRef* d_pages, int n_pages
   const dim3 grid(static_cast<unsigned>(n_pages), static_cast<unsigned>(pool.n_kv_heads));
   DigestKernel<<<grid, 64, 0, AsStream(stream)>>>(
       reinterpret_cast<const __half*>(pool.base), pool.page_tokens, pool.n_kv_heads, pool.head_dim,
-      d_pages, nullptr, reinterpret_cast<__half*>(d_digests));
+      d_pages, 0, nullptr, reinterpret_cast<__half*>(d_digests));
   return LaunchStatus("CudaUpdateDigests");
 }
 
@@ -822,15 +824,19 @@ Status CudaAppendPageRef(const int32_t* d_tables, int64_t table_stride, int n_la
   return LaunchStatus("CudaAppendPageRef");
 }
 
-Status CudaUpdateStepDigest(const KvPool& pool, const PageRef* d_pages, const DecodeStep* d_step,
-                            uint16_t* d_digests, void* stream) {
-  RETURN_IF_ERROR(CheckPool(pool, pool.n_kv_heads, "CudaUpdateStepDigest"));
-  if (d_step == nullptr) return InvalidArgumentError("CudaUpdateStepDigest: no step");
-  const dim3 grid(1, static_cast<unsigned>(pool.n_kv_heads));
+Status CudaUpdateStepDigests(const KvPool& pool, const PageRef* d_refs, int64_t refs_stride,
+                             int n_layers, const DecodeStep* d_step, uint16_t* d_digests,
+                             void* stream) {
+  RETURN_IF_ERROR(CheckPool(pool, pool.n_kv_heads, "CudaUpdateStepDigests"));
+  if (d_step == nullptr || n_layers < 0) {
+    return InvalidArgumentError("CudaUpdateStepDigests: bad arguments");
+  }
+  if (n_layers == 0) return Status::Ok();
+  const dim3 grid(static_cast<unsigned>(n_layers), static_cast<unsigned>(pool.n_kv_heads));
   DigestKernel<<<grid, 64, 0, AsStream(stream)>>>(
       reinterpret_cast<const __half*>(pool.base), pool.page_tokens, pool.n_kv_heads, pool.head_dim,
-      d_pages, d_step, reinterpret_cast<__half*>(d_digests));
-  return LaunchStatus("CudaUpdateStepDigest");
+      d_refs, refs_stride, d_step, reinterpret_cast<__half*>(d_digests));
+  return LaunchStatus("CudaUpdateStepDigests");
 }
 
 Status CudaPagedAttentionPrefill(const KvPool& pool, const PageRef* d_pages, int n_pages,

@@ -65,9 +65,11 @@ Status CudaPagedAttentionPrefill(const KvPool& pool, const PageRef* d_pages, int
 Status CudaAppendPageRef(const int32_t* d_tables, int64_t table_stride, int n_layers,
                          const DecodeStep* d_step, int page_tokens, PageRef* d_refs,
                          int64_t refs_stride, void* stream);
-// CudaUpdateDigests of the one page d_pages[d_step->n_pages - 1].
-Status CudaUpdateStepDigest(const KvPool& pool, const PageRef* d_pages, const DecodeStep* d_step,
-                            uint16_t* d_digests, void* stream);
+// CudaUpdateDigests of the step's page, d_refs[l * refs_stride + d_step->n_pages - 1], in every
+// layer l < n_layers: one launch after the step's K/V writes (a dense step reads no digest).
+Status CudaUpdateStepDigests(const KvPool& pool, const PageRef* d_refs, int64_t refs_stride,
+                             int n_layers, const DecodeStep* d_step, uint16_t* d_digests,
+                             void* stream);
 
 // ---- Sparse attention: page scoring and selection (DESIGN §5) ------------------------------
 //

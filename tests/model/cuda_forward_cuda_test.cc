@@ -14,6 +14,7 @@
 #include "engine/sampler.h"
 #include "kernels/cpu/thread_pool.h"
 #include "kernels/cuda/cuda_ops.h"
+#include "kernels/cuda/cuda_paged.h"
 #include "model/cuda_forward.h"
 #include "model/model.h"
 #include "model/random_model.h"
@@ -233,10 +234,30 @@ TEST_F(CudaForwardTest, GraphReplayMatchesDirectLaunches) {
     tb = feed(b, pb, nb);
     for (int i = 0; i < 30; ++i) tb = feed(b, {tb}, nb);
     for (int i = 0; i < 30; ++i) ta = feed(a, {ta}, na);
+
+    // The digests the steps kept up to date equal digests recomputed from the pages.
+    const size_t per_page = kernels::cuda::DigestHalfs((*gpu)->pool());
+    const size_t bytes = static_cast<size_t>((*gpu)->pool_pages()) * per_page * sizeof(uint16_t);
+    std::vector<uint16_t> kept(bytes / 2), fresh(bytes / 2);
+    EXPECT_TRUE(kernels::cuda::CudaCopyToHost(kept.data(), (*gpu)->digests(), bytes).ok());
+    const KvView kv_a{(*pages)->view(), a.page_tables()};
+    EXPECT_TRUE((*gpu)->RecomputeDigests(kv_a, na).ok());
+    EXPECT_TRUE(kernels::cuda::CudaCopyToHost(fresh.data(), (*gpu)->digests(), bytes).ok());
+    int compared = 0;
+    for (const auto& table : a.page_tables()) {
+      for (int p = 0; p < (na + 15) / 16; ++p) {
+        const size_t off = static_cast<size_t>(table[p]) * per_page;
+        EXPECT_TRUE(std::equal(kept.begin() + off, kept.begin() + off + per_page,
+                               fresh.begin() + off))
+            << "graphs " << graphs << " page " << table[p];
+        ++compared;
+      }
+    }
+    EXPECT_EQ(compared, c.n_layers * ((na + 15) / 16));
     return out;
   };
   const std::vector<int32_t> direct = decode(false), graph = decode(true);
-  ASSERT_EQ(direct.size(), 103u);
+  ASSERT_EQ(direct.size(), 102u);  // 1 + 40, 1 + 30, 30
   EXPECT_EQ(graph, direct);
 }
 
