@@ -64,9 +64,9 @@ inline const std::vector<std::string>& NeedleKeys() {
 // A case of about `context_tokens` tokens (measured with the engine's tokenizer) with the needle
 // at `depth`. The filler depends only on (kind, seed), so cases of one (kind, context, seed)
 // share the text before their needles: the engine's prefix cache then reuses it.
-inline RetrievalCase MakeCase(const engine::Engine& e, CaseKind kind, int context_tokens,
+// (This one needs only the tokenizer: tests of the CUDA forward pass use it without an Engine.)
+inline RetrievalCase MakeCase(const model::Tokenizer& tok, CaseKind kind, int context_tokens,
                               double depth, uint64_t filler_seed, uint64_t case_seed) {
-  const model::Tokenizer& tok = e.model().tokenizer();
   std::mt19937_64 rng(case_seed);
   RetrievalCase c;
   c.depth = depth;
@@ -112,6 +112,11 @@ inline RetrievalCase MakeCase(const engine::Engine& e, CaseKind kind, int contex
   }
   if (at >= sentences.size()) c.haystack += needle;
   return c;
+}
+
+inline RetrievalCase MakeCase(const engine::Engine& e, CaseKind kind, int context_tokens,
+                              double depth, uint64_t filler_seed, uint64_t case_seed) {
+  return MakeCase(e.model().tokenizer(), kind, context_tokens, depth, filler_seed, case_seed);
 }
 
 // The first run of digits in s.
