@@ -158,6 +158,7 @@ Status CudaForwardPass::Init() {
   ASSIGN_OR_RETURN(select_ws_,
                    Alloc(kc::CudaSelectPagesWorkspaceBytes(c.n_heads, c.n_kv_heads, max_pages_)));
   uploaded_tables_.assign(c.n_layers, {});
+  gemv_ = dim % 8 == 0 && ffn % 8 == 0 && std::max(dim, ffn) <= kc::kGemvMaxCols;
   return kc::CudaSynchronize(stream_);
 }
 
@@ -369,13 +370,17 @@ Status CudaForwardPass::Enqueue(int64_t n, int32_t n_past, LogitsMode mode, floa
   float* v = k + n * kv_dim;
   float* gate = gu_;
   float* up = gu_ + n * ffn;
+  // A single token's products go through CudaGemv (the norms and SwiGLU fused in, f32 inputs);
+  // batches through cuBLAS.
+  const bool gemv = n == 1 && gemv_;
   for (int l = 0; l < c.n_layers; ++l) {
     const LayerBuffers& w = layers_[l];
     const kernels::PageRef* refs = refs_ + static_cast<size_t>(l) * max_pages_;
-    RETURN_IF_ERROR(kc::CudaRmsNormToF16(x_, w.attn_norm, n, dim, c.rms_eps, h16_, s));
-    if (n == 1) {  // one product: q | k | v are contiguous for a single token
-      RETURN_IF_ERROR(blas_->Gemm(w.wqkv, dim + 2 * kv_dim, dim, h16_, 1, 0.0f, qkv_, s));
+    if (gemv) {  // one product, the norm fused in: q | k | v are contiguous for one token
+      RETURN_IF_ERROR(kc::CudaGemv(w.wqkv, dim + 2 * kv_dim, dim, kc::GemvInput::kRmsNorm, x_,
+                                   w.attn_norm, c.rms_eps, 0.0f, qkv_, s));
     } else {
+      RETURN_IF_ERROR(kc::CudaRmsNormToF16(x_, w.attn_norm, n, dim, c.rms_eps, h16_, s));
       RETURN_IF_ERROR(blas_->Gemm(w.wqkv, dim, dim, h16_, n, 0.0f, q, s));
       RETURN_IF_ERROR(blas_->Gemm(w.wqkv + dim * dim, kv_dim, dim, h16_, n, 0.0f, k, s));
       RETURN_IF_ERROR(blas_->Gemm(w.wqkv + (dim + kv_dim) * dim, kv_dim, dim, h16_, n, 0.0f, v, s));
@@ -411,6 +416,15 @@ Status CudaForwardPass::Enqueue(int64_t n, int32_t n_past, LogitsMode mode, floa
                                                       c.n_heads, scale, attn_, s));
       }
     }
+    if (gemv) {  // x += wo . attn; x += down . swiglu(gate, up), the norm and SwiGLU fused in
+      RETURN_IF_ERROR(kc::CudaGemv(w.wo, dim, dim, kc::GemvInput::kPlain, attn_, nullptr, 0.0f,
+                                   1.0f, x_, s));
+      RETURN_IF_ERROR(kc::CudaGemv(w.wgu, 2 * ffn, dim, kc::GemvInput::kRmsNorm, x_, w.ffn_norm,
+                                   c.rms_eps, 0.0f, gu_, s));
+      RETURN_IF_ERROR(kc::CudaGemv(w.wdown, dim, ffn, kc::GemvInput::kSwiGlu, gu_, nullptr, 0.0f,
+                                   1.0f, x_, s));
+      continue;
+    }
     RETURN_IF_ERROR(kc::CudaF32ToF16(attn_, n * dim, h16_, s));
     RETURN_IF_ERROR(blas_->Gemm(w.wo, dim, dim, h16_, n, 1.0f, x_, s));  // x += wo . attn
     RETURN_IF_ERROR(kc::CudaRmsNormToF16(x_, w.ffn_norm, n, dim, c.rms_eps, h16_, s));
@@ -431,9 +445,14 @@ Status CudaForwardPass::Enqueue(int64_t n, int32_t n_past, LogitsMode mode, floa
   if (mode != LogitsMode::kNone) {
     const int64_t first_row = mode == LogitsMode::kLast ? n - 1 : 0;
     const int64_t rows = n - first_row;
-    RETURN_IF_ERROR(
-        kc::CudaRmsNormToF16(x_ + first_row * dim, output_norm_, rows, dim, c.rms_eps, h16_, s));
-    RETURN_IF_ERROR(blas_->Gemm(output_, vocab, dim, h16_, rows, 0.0f, logits_, s));
+    if (rows == 1 && gemv_) {
+      RETURN_IF_ERROR(kc::CudaGemv(output_, vocab, dim, kc::GemvInput::kRmsNorm,
+                                   x_ + first_row * dim, output_norm_, c.rms_eps, 0.0f, logits_, s));
+    } else {
+      RETURN_IF_ERROR(
+          kc::CudaRmsNormToF16(x_ + first_row * dim, output_norm_, rows, dim, c.rms_eps, h16_, s));
+      RETURN_IF_ERROR(blas_->Gemm(output_, vocab, dim, h16_, rows, 0.0f, logits_, s));
+    }
     if (greedy) {
       RETURN_IF_ERROR(kc::CudaArgmax(logits_ + (rows - 1) * vocab, 1, vocab, d_argmax, s));
       RETURN_IF_ERROR(kc::CudaCopyToHostAsync(host_io_ + 2 * B, d_argmax, sizeof(int32_t), s));

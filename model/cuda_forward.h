@@ -155,6 +155,7 @@ class CudaForwardPass {
   kernels::cuda::DecodeStep* step_ = nullptr;       // device
   kernels::cuda::DecodeStep* host_step_ = nullptr;  // pinned
   void* decode_graph_ = nullptr;  // cudaGraphExec_t of the dense greedy decode step
+  bool gemv_ = false;             // single-token products through CudaGemv (shapes allow)
 };
 
 }  // namespace kvtier::model

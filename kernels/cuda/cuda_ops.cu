@@ -163,6 +163,63 @@ __global__ void ArgmaxKernel(const float* x, int64_t n, int32_t* out) {
   }
 }
 
+// ---- Single-token GEMV with a fused input stage ---------------------------------------------
+// Grid ceil(rows / kGemvRowsPerBlock), kGemvThreads threads. The block first builds the input
+// vector in shared memory (every block the same: a few KB from L2), then each warp takes
+// kGemvRowsPerWarp rows: lane c8 = lane, lane + 32, ... reads 8 weights with one 16-byte load
+// and 8 inputs, a warp sum finishes the row.
+constexpr int kGemvThreads = 256;
+constexpr int kGemvRowsPerWarp = 2;
+constexpr int kGemvRowsPerBlock = kGemvThreads / kWarp * kGemvRowsPerWarp;
+
+__global__ void __launch_bounds__(kGemvThreads)
+    GemvKernel(const __half* w, int64_t rows, int cols, GemvInput input, const float* x,
+               const float* norm, float eps, float beta, float* y) {
+  extern __shared__ float s_in[];  // [cols]
+  __shared__ float s_red[kGemvThreads / kWarp];
+  const int warp = threadIdx.x / kWarp, lane = threadIdx.x % kWarp;
+  if (input == GemvInput::kRmsNorm) {
+    float ss = 0.0f;
+    for (int i = threadIdx.x; i < cols; i += blockDim.x) ss += x[i] * x[i];
+    ss = WarpSum(ss);
+    if (lane == 0) s_red[warp] = ss;
+    __syncthreads();
+    float total = 0.0f;
+    for (int i = 0; i < kGemvThreads / kWarp; ++i) total += s_red[i];
+    const float inv = rsqrtf(total / static_cast<float>(cols) + eps);
+    for (int i = threadIdx.x; i < cols; i += blockDim.x) s_in[i] = x[i] * inv * norm[i];
+  } else if (input == GemvInput::kSwiGlu) {
+    for (int i = threadIdx.x; i < cols; i += blockDim.x) {
+      const float g = x[i];
+      s_in[i] = g / (1.0f + expf(-g)) * x[cols + i];
+    }
+  } else {
+    for (int i = threadIdx.x; i < cols; i += blockDim.x) s_in[i] = x[i];
+  }
+  __syncthreads();
+  const int chunks = cols / 8;
+  const int64_t r0 = static_cast<int64_t>(blockIdx.x) * kGemvRowsPerBlock + warp * kGemvRowsPerWarp;
+#pragma unroll
+  for (int rr = 0; rr < kGemvRowsPerWarp; ++rr) {
+    const int64_t r = r0 + rr;
+    if (r >= rows) break;
+    const uint4* wr = reinterpret_cast<const uint4*>(w + r * cols);
+    float acc = 0.0f;
+    for (int c8 = lane; c8 < chunks; c8 += kWarp) {
+      const uint4 wv = __ldg(wr + c8);
+      const __half2* w2 = reinterpret_cast<const __half2*>(&wv);
+      const float4 a = *reinterpret_cast<const float4*>(s_in + c8 * 8);
+      const float4 b = *reinterpret_cast<const float4*>(s_in + c8 * 8 + 4);
+      const float2 f0 = __half22float2(w2[0]), f1 = __half22float2(w2[1]);
+      const float2 f2 = __half22float2(w2[2]), f3 = __half22float2(w2[3]);
+      acc += f0.x * a.x + f0.y * a.y + f1.x * a.z + f1.y * a.w + f2.x * b.x + f2.y * b.y +
+             f3.x * b.z + f3.y * b.w;
+    }
+    acc = WarpSum(acc);
+    if (lane == 0) y[r] = beta == 0.0f ? acc : beta * y[r] + acc;
+  }
+}
+
 // SplitMix64 per element, Box-Muller to a normal value.
 __device__ inline uint64_t SplitMix(uint64_t z) {
   z += 0x9e3779b97f4a7c15ull;
@@ -696,6 +753,30 @@ Status CudaRmsNorm(const float* d_x, const float* d_weight, int64_t n_tokens, in
   RmsNormKernel<<<static_cast<unsigned>(n_tokens), 256, 0, AsStream(stream)>>>(d_x, d_weight, dim,
                                                                                eps, d_out);
   return LaunchStatus("CudaRmsNorm");
+}
+
+Status CudaGemv(const uint16_t* d_w, int64_t rows, int64_t cols, GemvInput input, const float* d_x,
+                const float* d_norm, float eps, float beta, float* d_y, void* stream) {
+  if (rows <= 0 || cols <= 0 || cols % 8 != 0 || cols > kGemvMaxCols) {
+    return InvalidArgumentError("CudaGemv: cols must be a positive multiple of 8, <= 16384");
+  }
+  if (reinterpret_cast<uintptr_t>(d_w) % 16 != 0) {
+    return InvalidArgumentError("CudaGemv: weights must be 16-byte aligned");
+  }
+  if (input == GemvInput::kRmsNorm && d_norm == nullptr) {
+    return InvalidArgumentError("CudaGemv: RMSNorm input needs its weights");
+  }
+  const size_t smem = static_cast<size_t>(cols) * sizeof(float);
+  if (smem > 48 * 1024) {
+    // Idempotent and not a stream operation: allowed during graph capture.
+    const cudaError_t err = cudaFuncSetAttribute(
+        GemvKernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem));
+    if (err != cudaSuccess) return FromCuda(err, "CudaGemv: shared memory");
+  }
+  GemvKernel<<<Blocks(rows, kGemvRowsPerBlock), kGemvThreads, smem, AsStream(stream)>>>(
+      reinterpret_cast<const __half*>(d_w), rows, static_cast<int>(cols), input, d_x, d_norm, eps,
+      beta, d_y);
+  return LaunchStatus("CudaGemv");
 }
 
 Status CudaRmsNormToF16(const float* d_x, const float* d_weight, int64_t n_tokens, int64_t dim,

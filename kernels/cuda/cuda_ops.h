@@ -97,6 +97,19 @@ Status CudaEmbedding(const uint16_t* d_table, int64_t dim, const int32_t* d_toke
 // is NaN (then 0).
 Status CudaArgmax(const float* d_x, int64_t rows, int64_t n, int32_t* d_out, void* stream);
 
+// Single-token matrix-vector product with its input stage fused in, for decode steps (one
+// launch instead of a norm or SwiGLU kernel plus a cuBLAS call):
+//   y[r] = beta * y[r] + sum_c W[r][c] * in[c]   for r < rows; W [rows][cols] f16 row-major,
+// where `in` ([cols], f32, never rounded to f16) comes from d_x by `input`:
+//   kPlain:   in = x                                        (d_x: [cols])
+//   kRmsNorm: in = x * rsqrt(mean(x^2) + eps) * d_norm      (d_x: [cols]; as CudaRmsNorm)
+//   kSwiGlu:  in = silu(x[c]) * x[cols + c]                 (d_x: [2 cols], gate then up)
+// cols a multiple of 8 and <= kGemvMaxCols; d_w 16-byte aligned. y may alias nothing else.
+enum class GemvInput { kPlain, kRmsNorm, kSwiGlu };
+inline constexpr int64_t kGemvMaxCols = 16384;
+Status CudaGemv(const uint16_t* d_w, int64_t rows, int64_t cols, GemvInput input, const float* d_x,
+                const float* d_norm, float eps, float beta, float* d_y, void* stream);
+
 // Fills [n] f16 values with a deterministic pseudo-random normal(0, sigma) sequence of `seed`
 // (benchmarks and tests fill KV pages with it; never zeros, which time unrealistically).
 Status CudaFillRandomF16(uint16_t* d_x, int64_t n, uint64_t seed, float sigma, void* stream);
