@@ -169,7 +169,7 @@ __global__ void ArgmaxKernel(const float* x, int64_t n, int32_t* out) {
 // kGemvRowsPerWarp rows: lane c8 = lane, lane + 32, ... reads 8 weights with one 16-byte load
 // and 8 inputs, a warp sum finishes the row.
 constexpr int kGemvThreads = 256;
-constexpr int kGemvRowsPerWarp = 2;
+constexpr int kGemvRowsPerWarp = 1;  // more blocks: a decode step's products are latency-bound
 constexpr int kGemvRowsPerBlock = kGemvThreads / kWarp * kGemvRowsPerWarp;
 
 __global__ void __launch_bounds__(kGemvThreads)
@@ -205,6 +205,7 @@ __global__ void __launch_bounds__(kGemvThreads)
     if (r >= rows) break;
     const uint4* wr = reinterpret_cast<const uint4*>(w + r * cols);
     float acc = 0.0f;
+#pragma unroll 4  // several 16-byte loads in flight per lane, not one at a time
     for (int c8 = lane; c8 < chunks; c8 += kWarp) {
       const uint4 wv = __ldg(wr + c8);
       const __half2* w2 = reinterpret_cast<const __half2*>(&wv);
