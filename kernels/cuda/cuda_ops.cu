@@ -367,6 +367,17 @@ __global__ void __launch_bounds__(kAttnWarps* kWarp)
   }
 }
 
+// The 8 f16 values of a 16-byte load, as floats.
+__device__ inline void Unpack8(const uint4& u, float* f) {
+  const __half2* h = reinterpret_cast<const __half2*>(&u);
+#pragma unroll
+  for (int i = 0; i < 4; ++i) {
+    const float2 x = __half22float2(h[i]);
+    f[2 * i] = x.x;
+    f[2 * i + 1] = x.y;
+  }
+}
+
 // The fast path. Grid (n_kv_heads, n_splits), kAttnWarps warps per block; warp w of split s
 // takes pages s*pages_per_split + w, + kAttnWarps, ... A warp reads one page's K and V rows of
 // its KV head (16 tokens x D f16 each, contiguous) with 16-byte loads: lane = (token row t of a
@@ -438,13 +449,7 @@ __global__ void __launch_bounds__(kAttnWarps* kWarp)
 #pragma unroll
     for (int j = 0; j < kPasses; ++j) {
       float kf[8];
-      const __half2* k2 = reinterpret_cast<const __half2*>(&kr[j]);
-#pragma unroll
-      for (int i = 0; i < 4; ++i) {
-        const float2 f = __half22float2(k2[i]);
-        kf[2 * i] = f.x;
-        kf[2 * i + 1] = f.y;
-      }
+      Unpack8(kr[j], kf);
       const bool valid = j * kRows + row < n_valid;
 #pragma unroll
       for (int g = 0; g < G; ++g) {
@@ -486,13 +491,7 @@ __global__ void __launch_bounds__(kAttnWarps* kWarp)
 #pragma unroll
     for (int j = 0; j < kPasses; ++j) {
       float vf[8];
-      const __half2* v2 = reinterpret_cast<const __half2*>(&vr[j]);
-#pragma unroll
-      for (int i = 0; i < 4; ++i) {
-        const float2 f = __half22float2(v2[i]);
-        vf[2 * i] = f.x;
-        vf[2 * i + 1] = f.y;
-      }
+      Unpack8(vr[j], vf);
 #pragma unroll
       for (int g = 0; g < G; ++g) {
 #pragma unroll

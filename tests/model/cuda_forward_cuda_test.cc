@@ -120,7 +120,10 @@ class CudaForwardTest : public ::testing::Test {
   }
 };
 
-TEST_F(CudaForwardTest, TinyRandomModelGreedyMatchesCpu) {
+// A tiny random-weight model written for the test (3 layers, dim 128, 4/2 heads, vocab 300).
+// F16 weights: the CPU multiplies them with float activations (no 8-bit activation rounding),
+// so CPU and GPU passes are close to exact and near-ties of random logits rarely flip.
+Result<std::unique_ptr<Model>> TinyModel(uint64_t seed, RandomModelShape* shape_out = nullptr) {
   RandomModelShape shape;
   shape.n_layers = 3;
   shape.dim = 128;
@@ -128,13 +131,17 @@ TEST_F(CudaForwardTest, TinyRandomModelGreedyMatchesCpu) {
   shape.n_kv_heads = 2;
   shape.ffn_dim = 256;
   shape.vocab_size = 300;
-  // F16 weights: the CPU multiplies them with float activations (no 8-bit activation
-  // rounding), so both passes are close to exact and near-ties of random logits rarely flip.
   shape.weight_type = kernels::DType::kF16;
   shape.embd_type = kernels::DType::kF16;
+  if (shape_out != nullptr) *shape_out = shape;
   const std::string path = testing::MakeTempDir("kvtier_cuda_tiny_") + "/tiny.gguf";
-  ASSERT_TRUE(WriteRandomLlamaGguf(shape, 7, path).ok());
-  auto m = Model::Load(path);
+  RETURN_IF_ERROR(WriteRandomLlamaGguf(shape, seed, path));
+  return Model::Load(path);
+}
+
+TEST_F(CudaForwardTest, TinyRandomModelGreedyMatchesCpu) {
+  RandomModelShape shape;
+  auto m = TinyModel(7, &shape);
   ASSERT_TRUE(m.ok()) << m.status().ToString();
   std::mt19937 rng(11);
   for (int p = 0; p < 10; ++p) {
@@ -252,18 +259,7 @@ TEST_F(CudaForwardTest, RealModelSparseDecodeFindsPasskey) {
 // either way, across page boundaries and while two sequences take turns on one pass (each
 // switch changes the page tables and the position the graph's step block carries).
 TEST_F(CudaForwardTest, GraphReplayMatchesDirectLaunches) {
-  RandomModelShape shape;
-  shape.n_layers = 3;
-  shape.dim = 128;
-  shape.n_heads = 4;
-  shape.n_kv_heads = 2;
-  shape.ffn_dim = 256;
-  shape.vocab_size = 300;
-  shape.weight_type = kernels::DType::kF16;
-  shape.embd_type = kernels::DType::kF16;
-  const std::string path = testing::MakeTempDir("kvtier_cuda_graph_") + "/tiny.gguf";
-  ASSERT_TRUE(WriteRandomLlamaGguf(shape, 9, path).ok());
-  auto m = Model::Load(path);
+  auto m = TinyModel(9);
   ASSERT_TRUE(m.ok()) << m.status().ToString();
   const ModelConfig& c = (*m)->config();
 
