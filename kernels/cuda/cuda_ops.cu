@@ -267,6 +267,43 @@ int MaxDecodeSplits(int n_pages) {
 //   DecodeAttentionKernel, every other shape: one block per (query head, split), a lane per
 //     dimension, one key at a time.
 
+// The online-softmax states (m, l, o) of a block's kWarps warps, merged: each warp Put()s its
+// own (lane: dims lane + 32k), then after a barrier Merged(d) gives the block's (max m, and l
+// and o[d] rescaled to it).
+template <int kWarps>
+struct WarpSoftmaxStates {
+  float m[kWarps], l[kWarps];
+  float o[kWarps][kMaxHeadDim];
+
+  __device__ void Put(int warp, int lane, float wm, float wl, const float* acc, int head_dim) {
+    if (lane == 0) {
+      m[warp] = wm;
+      l[warp] = wl;
+    }
+#pragma unroll
+    for (int k = 0; k < kMaxPerLane; ++k) {
+      const int d = lane + kWarp * k;
+      if (d < head_dim) o[warp][d] = acc[k];
+    }
+  }
+
+  __device__ void Merged(int d, float* mm, float* ll, float* oo) const {
+    float mx = -INFINITY;
+    for (int w = 0; w < kWarps; ++w) mx = fmaxf(mx, m[w]);
+    float sl = 0.0f, so = 0.0f;
+    if (mx != -INFINITY) {
+      for (int w = 0; w < kWarps; ++w) {
+        const float e = expf(m[w] - mx);
+        sl += l[w] * e;
+        so += o[w][d] * e;
+      }
+    }
+    *mm = mx;
+    *ll = sl;
+    *oo = so;
+  }
+};
+
 // Grid (n_heads, n_splits), kAttnWarps warps per block. Warp w of split s walks pages
 // s*pages_per_split + w, + kAttnWarps, ...; lane owns dims lane + 32*k. Each warp keeps its own
 // online-softmax state; the block merges its warps, then either writes the normalised output
@@ -331,29 +368,12 @@ __global__ void __launch_bounds__(kAttnWarps* kWarp)
     }
   }
 
-  __shared__ float s_m[kAttnWarps], s_l[kAttnWarps];
-  __shared__ float s_o[kAttnWarps][kMaxHeadDim];
-  if (lane == 0) {
-    s_m[warp] = m;
-    s_l[warp] = l;
-  }
-#pragma unroll
-  for (int k = 0; k < kMaxPerLane; ++k) {
-    const int d = lane + kWarp * k;
-    if (k < per && d < head_dim) s_o[warp][d] = acc[k];
-  }
+  __shared__ WarpSoftmaxStates<kAttnWarps> states;
+  states.Put(warp, lane, m, l, acc, head_dim);
   __syncthreads();
-  float mm = -INFINITY;
-  for (int w = 0; w < kAttnWarps; ++w) mm = fmaxf(mm, s_m[w]);
-  float ll = 0.0f;
-  if (mm != -INFINITY) {
-    for (int w = 0; w < kAttnWarps; ++w) ll += s_l[w] * expf(s_m[w] - mm);
-  }
   for (int d = threadIdx.x; d < head_dim; d += blockDim.x) {
-    float o = 0.0f;
-    if (mm != -INFINITY) {
-      for (int w = 0; w < kAttnWarps; ++w) o += s_o[w][d] * expf(s_m[w] - mm);
-    }
+    float mm, ll, o;
+    states.Merged(d, &mm, &ll, &o);
     if (n_splits == 1) {
       out[static_cast<size_t>(h) * head_dim + d] = ll > 0.0f ? o / ll : 0.0f;
     } else {
@@ -586,8 +606,7 @@ __global__ void __launch_bounds__(kAttnWarps* kWarp)
 __global__ void __launch_bounds__(kMergeThreads)
     MergeSplitsKernel(const float* partials, int n_splits, int head_dim, float* out) {
   constexpr int kWarps = kMergeThreads / kWarp;
-  __shared__ float s_m[kWarps], s_l[kWarps];
-  __shared__ float s_o[kWarps][kMaxHeadDim];
+  __shared__ WarpSoftmaxStates<kWarps> states;
   const int h = blockIdx.x;
   const int warp = threadIdx.x / kWarp, lane = threadIdx.x % kWarp;
   const float* base = partials + static_cast<size_t>(h) * n_splits * (head_dim + 2);
@@ -608,27 +627,11 @@ __global__ void __launch_bounds__(kMergeThreads)
     }
     m = m_new;
   }
-  if (lane == 0) {
-    s_m[warp] = m;
-    s_l[warp] = l;
-  }
-#pragma unroll
-  for (int k = 0; k < kMaxPerLane; ++k) {
-    const int d = lane + kWarp * k;
-    if (d < head_dim) s_o[warp][d] = o[k];
-  }
+  states.Put(warp, lane, m, l, o, head_dim);
   __syncthreads();
   for (int d = threadIdx.x; d < head_dim; d += blockDim.x) {
-    float mm = -INFINITY;
-    for (int w = 0; w < kWarps; ++w) mm = fmaxf(mm, s_m[w]);
-    float ll = 0.0f, oo = 0.0f;
-    if (mm != -INFINITY) {
-      for (int w = 0; w < kWarps; ++w) {
-        const float e = expf(s_m[w] - mm);
-        ll += s_l[w] * e;
-        oo += s_o[w][d] * e;
-      }
-    }
+    float mm, ll, oo;
+    states.Merged(d, &mm, &ll, &oo);
     out[static_cast<size_t>(h) * head_dim + d] = ll > 0.0f ? oo / ll : 0.0f;
   }
 }
