@@ -32,7 +32,7 @@ namespace kvtier::model {
 struct CudaSparseOptions {
   bool enabled = false;
   // Sparse only when the context is longer than this. On an H100 a dense step is cheaper up to
-  // ~300K tokens (dense 1.6 / 2.8 ms vs sparse 3.2 / 3.4 ms at 8K / 128K; 29.8 vs 13.2 ms at
+  // ~300K tokens (dense 1.25 / 2.42 ms vs sparse 2.54 / 3.00 ms at 8K / 128K; 29.5 vs 13.1 ms at
   // 3.2M: BENCHMARKS.md), and exact: DESIGN §5's 4096 is a CPU figure.
   int min_context_tokens = 262144;
   int dense_layers = 2;           // the first layers stay dense
@@ -51,7 +51,7 @@ struct CudaForwardOptions {
   int page_tokens = 16;
   CudaSparseOptions sparse;
   // Dense single-token RunGreedy steps replay one CUDA graph of the whole step (captured on
-  // first use) instead of launching its ~450 kernels one by one; sparse steps, Run and prompt
+  // first use) instead of launching its ~250 kernels one by one; sparse steps, Run and prompt
   // batches always launch directly. Results are the same either way (the same kernels).
   bool cuda_graphs = true;
 };
