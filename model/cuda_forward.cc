@@ -6,6 +6,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdio>
 #include <cstring>
 #include <string>
 
@@ -313,15 +314,23 @@ Status CudaForwardPass::RunBatch(std::span<const int32_t> tokens, int32_t n_past
     }
   }
   const bool greedy = greedy_out != nullptr;
-  if (step_program && greedy && options_.cuda_graphs) {
-    if (decode_graph_ == nullptr) {
-      RETURN_IF_ERROR(kc::CudaStreamBeginCapture(s));
-      const Status st = Enqueue(n, n_past, mode, nullptr, true, true, false);
+  if (step_program && greedy && options_.cuda_graphs && decode_graph_ == nullptr) {
+    // Capture the step once. Should the runtime refuse (nothing here allocates or syncs, but a
+    // driver may lack graph support), graphs go off for this pass and the step runs directly.
+    Status st = kc::CudaStreamBeginCapture(s);
+    if (st.ok()) {
+      st = Enqueue(n, n_past, mode, nullptr, true, true, false);
       auto exec = kc::CudaStreamEndCapture(s);  // ends the capture even after an error
-      RETURN_IF_ERROR(st);
-      if (!exec.ok()) return exec.status();
-      decode_graph_ = *exec;
+      if (st.ok() && exec.ok()) decode_graph_ = *exec;
+      if (st.ok() && !exec.ok()) st = exec.status();
     }
+    if (!st.ok()) {
+      std::fprintf(stderr, "kvtier: CUDA graph capture failed (%s); launching directly\n",
+                   st.ToString().c_str());
+      options_.cuda_graphs = false;
+    }
+  }
+  if (step_program && greedy && options_.cuda_graphs) {
     RETURN_IF_ERROR(kc::CudaGraphLaunch(decode_graph_, s));
   } else {
     RETURN_IF_ERROR(Enqueue(n, n_past, mode, logits_out, greedy, step_program, sparse_step));
