@@ -283,34 +283,43 @@ Status CudaForwardPass::RecomputeDigests(const KvView& kv, int32_t n_tokens) {
   return kc::CudaSynchronize(stream_);
 }
 
+CudaForwardPass::BatchPlan CudaForwardPass::PlanBatch(int64_t n, int32_t n_past) const {
+  BatchPlan p;
+  const int pt = pool_.page_tokens;
+  p.n = n;
+  p.n_past = n_past;
+  p.total = n_past + static_cast<int32_t>(n);
+  p.n_pages = (p.total + pt - 1) / pt;
+  // Sparse decode: sinks + recent window + top pages, in layers past the dense ones.
+  const CudaSparseOptions& sp = options_.sparse;
+  p.sink_pages = (sp.sink_tokens + pt - 1) / pt;
+  p.recent_pages = (sp.recent_tokens + pt - 1) / pt;
+  p.k_pages = std::max(0, sp.budget_tokens / pt - p.sink_pages - p.recent_pages);
+  p.n_sel = kc::CudaSelectedPages(p.n_pages, p.sink_pages, p.recent_pages, p.k_pages);
+  p.sparse_step =
+      n == 1 && sp.enabled && p.total > sp.min_context_tokens && p.n_sel < p.n_pages;
+  p.step_program = n == 1 && !p.sparse_step;
+  return p;
+}
+
 Status CudaForwardPass::RunBatch(std::span<const int32_t> tokens, int32_t n_past, LogitsMode mode,
                                  float* logits_out, int32_t* greedy_out) {
   const int64_t n = static_cast<int64_t>(tokens.size());
   const int64_t B = options_.max_batch_tokens;
-  const int pt = pool_.page_tokens;
-  const int32_t total = n_past + static_cast<int32_t>(n);
-  const int n_pages = (total + pt - 1) / pt;
-
-  // Sparse decode: sinks + recent window + top pages, in layers past the dense ones.
-  const CudaSparseOptions& sp = options_.sparse;
-  const int sink_pages = (sp.sink_tokens + pt - 1) / pt;
-  const int recent_pages = (sp.recent_tokens + pt - 1) / pt;
-  const int k_pages = std::max(0, sp.budget_tokens / pt - sink_pages - recent_pages);
-  const int n_sel = kc::CudaSelectedPages(n_pages, sink_pages, recent_pages, k_pages);
-  const bool sparse_step = n == 1 && sp.enabled && total > sp.min_context_tokens && n_sel < n_pages;
-  const bool step_program = n == 1 && !sparse_step;
+  const BatchPlan plan = PlanBatch(n, n_past);
+  const bool step_program = plan.step_program;
 
   // Inputs into the pinned staging: free, the previous batch ended with a sync.
   std::memcpy(host_io_, tokens.data(), n * sizeof(int32_t));
   for (int64_t t = 0; t < n; ++t) host_io_[B + t] = n_past + static_cast<int32_t>(t);
   void* s = stream_;
   if (step_program) {
-    *host_step_ = kc::DecodeStep{n_past, total, n_pages, 0};
+    *host_step_ = kc::DecodeStep{n_past, plan.total, plan.n_pages, 0};
     // The step program appends its own page's ref; the refs before it must describe n_past
     // tokens of the current tables.
     if (tables_changed_ || refs_total_ != n_past) {
       RETURN_IF_ERROR(kc::CudaBuildPageRefs(tables_, max_pages_, model_.config().n_layers, n_past,
-                                            pt, refs_, max_pages_, s));
+                                            pool_.page_tokens, refs_, max_pages_, s));
     }
   }
   const bool greedy = greedy_out != nullptr;
@@ -319,7 +328,7 @@ Status CudaForwardPass::RunBatch(std::span<const int32_t> tokens, int32_t n_past
     // driver may lack graph support), graphs go off for this pass and the step runs directly.
     Status st = kc::CudaStreamBeginCapture(s);
     if (st.ok()) {
-      st = Enqueue(n, n_past, mode, nullptr, true, true, false);
+      st = Enqueue(plan, mode, nullptr, true);
       auto exec = kc::CudaStreamEndCapture(s);  // ends the capture even after an error
       if (st.ok() && exec.ok()) decode_graph_ = *exec;
       if (st.ok() && !exec.ok()) st = exec.status();
@@ -333,31 +342,28 @@ Status CudaForwardPass::RunBatch(std::span<const int32_t> tokens, int32_t n_past
   if (step_program && greedy && options_.cuda_graphs) {
     RETURN_IF_ERROR(kc::CudaGraphLaunch(decode_graph_, s));
   } else {
-    RETURN_IF_ERROR(Enqueue(n, n_past, mode, logits_out, greedy, step_program, sparse_step));
+    RETURN_IF_ERROR(Enqueue(plan, mode, logits_out, greedy));
   }
   RETURN_IF_ERROR(kc::CudaSynchronize(s));
-  refs_total_ = total;
+  refs_total_ = plan.total;
   tables_changed_ = false;
   if (greedy) *greedy_out = host_io_[2 * B];
   return Status::Ok();
 }
 
-Status CudaForwardPass::Enqueue(int64_t n, int32_t n_past, LogitsMode mode, float* logits_out,
-                                bool greedy, bool step_program, bool sparse_step) {
+Status CudaForwardPass::Enqueue(const BatchPlan& plan, LogitsMode mode, float* logits_out,
+                                bool greedy) {
   const ModelConfig& c = model_.config();
   const int64_t B = options_.max_batch_tokens;
   const int64_t dim = c.dim, kv_dim = c.kv_dim(), ffn = c.ffn_dim, vocab = c.vocab_size;
   const int pt = pool_.page_tokens;
   const float scale = 1.0f / std::sqrt(static_cast<float>(c.head_dim));
-  const int32_t total = n_past + static_cast<int32_t>(n);
-  const int n_pages = (total + pt - 1) / pt;
+  const int64_t n = plan.n;
+  const int32_t n_past = plan.n_past, total = plan.total;
+  const int n_pages = plan.n_pages;
   const int first_new_page = n_past / pt;
+  const bool step_program = plan.step_program, sparse_step = plan.sparse_step;
   void* s = stream_;
-  const CudaSparseOptions& sp = options_.sparse;
-  const int sink_pages = (sp.sink_tokens + pt - 1) / pt;
-  const int recent_pages = (sp.recent_tokens + pt - 1) / pt;
-  const int k_pages = std::max(0, sp.budget_tokens / pt - sink_pages - recent_pages);
-  const int n_sel = kc::CudaSelectedPages(n_pages, sink_pages, recent_pages, k_pages);
 
   int32_t* d_tokens = io_;
   int32_t* d_positions = io_ + B;
@@ -411,12 +417,12 @@ Status CudaForwardPass::Enqueue(int64_t n, int32_t n_past, LogitsMode mode, floa
     } else {
       RETURN_IF_ERROR(
           kc::CudaUpdateDigests(pool_, refs + first_new_page, n_pages - first_new_page, digests_, s));
-      if (sparse_step && l >= sp.dense_layers) {
-        RETURN_IF_ERROR(kc::CudaSelectPages(pool_, digests_, refs, n_pages, sink_pages,
-                                            recent_pages, k_pages, q, c.n_heads, scale, selected_,
-                                            select_ws_, s));
+      if (sparse_step && l >= options_.sparse.dense_layers) {
+        RETURN_IF_ERROR(kc::CudaSelectPages(pool_, digests_, refs, n_pages, plan.sink_pages,
+                                            plan.recent_pages, plan.k_pages, q, c.n_heads, scale,
+                                            selected_, select_ws_, s));
         RETURN_IF_ERROR(kc::CudaPagedAttentionDecodePerKvHead(
-            pool_, selected_, n_sel, q, n_past, c.n_heads, scale, attn_, attn_ws_, s));
+            pool_, selected_, plan.n_sel, q, n_past, c.n_heads, scale, attn_, attn_ws_, s));
       } else if (n == 1) {
         RETURN_IF_ERROR(kc::CudaPagedAttentionDecode(pool_, refs, n_pages, q, n_past, c.n_heads,
                                                      scale, attn_, attn_ws_, s));

@@ -115,11 +115,18 @@ class CudaForwardPass {
   // the last row's argmax goes there instead.
   Status RunBatch(std::span<const int32_t> tokens, int32_t n_past, LogitsMode mode,
                   float* logits_out, int32_t* greedy_out);
+  // What one batch of n tokens after n_past does: its page count and the sparse layout.
+  struct BatchPlan {
+    int64_t n = 0;
+    int32_t n_past = 0, total = 0;
+    int n_pages = 0, sink_pages = 0, recent_pages = 0, k_pages = 0, n_sel = 0;
+    bool sparse_step = false;   // a single token attending to selected pages (past dense_layers)
+    bool step_program = false;  // a dense single token whose launches read step_ (graph-capturable)
+  };
+  BatchPlan PlanBatch(int64_t n, int32_t n_past) const;
   // Enqueues a batch whose inputs RunBatch staged in host_io_ (and host_step_): the work of
-  // RunBatch without the final synchronisation. step_program: a dense single-token step whose
-  // launches read its position from step_ (capturable in a graph).
-  Status Enqueue(int64_t n, int32_t n_past, LogitsMode mode, float* logits_out, bool greedy,
-                 bool step_program, bool sparse_step);
+  // RunBatch without the final synchronisation.
+  Status Enqueue(const BatchPlan& plan, LogitsMode mode, float* logits_out, bool greedy);
 
   const Model& model_;
   CudaForwardOptions options_;

@@ -11,9 +11,12 @@
 #include <string>
 
 #include "kernels/cuda/cuda_ops.h"
+#include "kernels/cuda/internal/f16_vectors.cuh"
 
 namespace kvtier::kernels::cuda {
 namespace {
+
+using internal::Unpack8;
 
 constexpr int kWarp = 32;
 constexpr int kMaxHeadDim = 256;
@@ -207,14 +210,12 @@ __global__ void __launch_bounds__(kGemvThreads)
     float acc = 0.0f;
 #pragma unroll 4  // several 16-byte loads in flight per lane, not one at a time
     for (int c8 = lane; c8 < chunks; c8 += kWarp) {
-      const uint4 wv = __ldg(wr + c8);
-      const __half2* w2 = reinterpret_cast<const __half2*>(&wv);
+      float wf[8];
+      Unpack8(__ldg(wr + c8), wf);
       const float4 a = *reinterpret_cast<const float4*>(s_in + c8 * 8);
       const float4 b = *reinterpret_cast<const float4*>(s_in + c8 * 8 + 4);
-      const float2 f0 = __half22float2(w2[0]), f1 = __half22float2(w2[1]);
-      const float2 f2 = __half22float2(w2[2]), f3 = __half22float2(w2[3]);
-      acc += f0.x * a.x + f0.y * a.y + f1.x * a.z + f1.y * a.w + f2.x * b.x + f2.y * b.y +
-             f3.x * b.z + f3.y * b.w;
+      acc += wf[0] * a.x + wf[1] * a.y + wf[2] * a.z + wf[3] * a.w + wf[4] * b.x + wf[5] * b.y +
+             wf[6] * b.z + wf[7] * b.w;
     }
     acc = WarpSum(acc);
     if (lane == 0) y[r] = beta == 0.0f ? acc : beta * y[r] + acc;
@@ -384,17 +385,6 @@ __global__ void __launch_bounds__(kAttnWarps* kWarp)
         part[1] = ll;
       }
     }
-  }
-}
-
-// The 8 f16 values of a 16-byte load, as floats.
-__device__ inline void Unpack8(const uint4& u, float* f) {
-  const __half2* h = reinterpret_cast<const __half2*>(&u);
-#pragma unroll
-  for (int i = 0; i < 4; ++i) {
-    const float2 x = __half22float2(h[i]);
-    f[2 * i] = x.x;
-    f[2 * i + 1] = x.y;
   }
 }
 
@@ -635,7 +625,6 @@ __global__ void __launch_bounds__(kMergeThreads)
     out[static_cast<size_t>(h) * head_dim + d] = ll > 0.0f ? oo / ll : 0.0f;
   }
 }
-
 
 unsigned Blocks(int64_t n, int threads) {
   return static_cast<unsigned>((n + threads - 1) / threads);

@@ -9,9 +9,12 @@
 #include <string>
 
 #include "kernels/cuda/cuda_paged.h"
+#include "kernels/cuda/internal/f16_vectors.cuh"
 
 namespace kvtier::kernels::cuda {
 namespace {
+
+using internal::Unpack8;
 
 constexpr int kWarp = 32;
 constexpr int kMaxHeadDim = 256;
@@ -458,19 +461,9 @@ __global__ void __launch_bounds__(kBoundThreads)
     const __half* dg =
         digests + static_cast<size_t>(pages[i].page) * digest_halfs + static_cast<size_t>(g) * 2 * head_dim;
     for (int d0 = 0; d0 < head_dim; d0 += 8) {
-      const uint4 lo = __ldg(reinterpret_cast<const uint4*>(dg + d0));
-      const uint4 hi4 = __ldg(reinterpret_cast<const uint4*>(dg + head_dim + d0));
-      const __half2* lo2 = reinterpret_cast<const __half2*>(&lo);
-      const __half2* hi2 = reinterpret_cast<const __half2*>(&hi4);
       float mn[8], mx[8];
-#pragma unroll
-      for (int k = 0; k < 4; ++k) {
-        const float2 a = __half22float2(lo2[k]), c = __half22float2(hi2[k]);
-        mn[2 * k] = a.x;
-        mn[2 * k + 1] = a.y;
-        mx[2 * k] = c.x;
-        mx[2 * k + 1] = c.y;
-      }
+      Unpack8(__ldg(reinterpret_cast<const uint4*>(dg + d0)), mn);
+      Unpack8(__ldg(reinterpret_cast<const uint4*>(dg + head_dim + d0)), mx);
 #pragma unroll
       for (int hi = 0; hi < kMaxGroup; ++hi) {
         if (hi >= n_h) break;
@@ -641,9 +634,8 @@ __device__ void RadixSelect(KeyOf key_of, int rounds, int k, int* s_hist, uint32
 
 // One block per KV head over a list of n scores: list item i is scores[i], or scores[cand[i]]
 // when cand is set (the second stage; head g's list at cand + g * cand_stride), and its index is
-// i or cand[i]. Thread t owns items
-// [t * chunk, (t + 1) * chunk), so item order is thread order; the winners are compacted in item
-// order with two block-wide prefix sums.
+// i or cand[i]. Thread t owns items [t * chunk, (t + 1) * chunk), so item order is thread order;
+// the winners are compacted in item order with two block-wide prefix sums.
 __global__ void __launch_bounds__(kTopKThreads)
     TopKKernel(const float* scores, int n_scores, const int32_t* cand, int cand_stride, int n,
                int k, int32_t* index) {
@@ -877,7 +869,9 @@ Status CudaPagedAttentionPrefill(const KvPool& pool, const PageRef* d_pages, int
   return LaunchStatus("CudaPagedAttentionPrefill");
 }
 
+namespace {
 int BoundBlocks(int n_cand) { return static_cast<int>(Blocks(std::max(n_cand, 0), kBoundThreads)); }
+}  // namespace
 
 // Workspace of CudaScorePages: bounds [n_heads][n_cand], lse pieces [n_heads][blocks], lse.
 size_t CudaScorePagesWorkspaceBytes(int n_heads, int n_cand) {
